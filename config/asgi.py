@@ -1,0 +1,22 @@
+"""ASGI entry point: `config.asgi:application`, for daphne, uvicorn and runserver."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+# Set Django up before anything imports models (the consumers do).
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from config.routing import websocket_urlpatterns  # noqa: E402
+from realtime.middleware import socket_stack  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": socket_stack(URLRouter(websocket_urlpatterns)),
+    }
+)

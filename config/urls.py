@@ -1,0 +1,18 @@
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from notifications import api as notifications_api
+from realtime import views as realtime_views
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/notifications/", permanent=False)),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("notifications/", include("notifications.urls")),
+    path("api/notifications/", notifications_api.inbox),
+    path("api/notifications/unread-count/", notifications_api.unread_count),
+    path("api/notifications/read/", notifications_api.mark_read),
+    path("healthz", realtime_views.healthz),
+    path("readyz", realtime_views.readyz),
+]

@@ -1,0 +1,196 @@
+"""The wire protocol in one place: frame schemas, error codes, close codes,
+channel-layer event types and group names (see docs/protocol.md).
+
+Consumers validate every incoming frame here before acting on it. The
+client's `type` is only ever used as a key into the tables below; it is never
+forwarded to the channel layer, where Channels would map it to a method name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from enum import IntEnum, StrEnum
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+MAX_ID = 2**63 - 1  # PostgreSQL bigint; larger ids would fail in the query, not here
+MAX_REF_LENGTH = 128
+MAX_TOKEN_LENGTH = 8192
+MAX_CLIENT_ID_LENGTH = 64
+
+
+class ErrorCode(StrEnum):
+    INVALID_JSON = "invalid_json"
+    INVALID_MESSAGE = "invalid_message"
+    UNKNOWN_TYPE = "unknown_type"
+    TOO_LARGE = "too_large"
+    RATE_LIMITED = "rate_limited"
+    FORBIDDEN = "forbidden"
+    NOT_AUTHENTICATED = "not_authenticated"
+    UNAVAILABLE = "unavailable"
+    SERVER_ERROR = "server_error"
+
+
+class CloseCode(IntEnum):
+    TOO_LARGE = 1009
+    SERVER_ERROR = 1011
+    RESTARTING = 1012
+    NOT_AUTHENTICATED = 4401
+    FORBIDDEN = 4403
+    NOT_FOUND = 4404
+    RATE_LIMITED = 4429
+
+
+class Event(StrEnum):
+    """Channel-layer event types. Channels dispatches "push.x" to `push_x`."""
+
+    NOTIFICATION = "push.notification"
+    READ = "push.read"
+    MESSAGE = "push.message"
+    MESSAGE_DELETED = "push.message_deleted"
+    TYPING = "push.typing"
+    PRESENCE = "push.presence"
+    DISCONNECT = "push.disconnect"
+
+
+def user_group(user_id: int) -> str:
+    """Every socket of one user, whatever the endpoint."""
+    return f"user.{user_id}"
+
+
+def room_group(room_id: int) -> str:
+    # By id, not slug: group names are limited to 100 ASCII characters.
+    return f"room.{room_id}"
+
+
+class FrameError(Exception):
+    """A client frame that cannot be acted on; becomes an `error` frame."""
+
+    def __init__(self, code: ErrorCode, detail: str, *, ref: str | None = None) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.ref = ref
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refuse it here rather than at INSERT.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+class ClientFrame(BaseModel):
+    # strict: "1" is not an int and true is not 1; extra fields are ignored
+    # so that clients can add fields (such as "ref") without breaking.
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    # Echoed in an error caused by this frame; must be a short string.
+    ref: Annotated[str, Field(max_length=MAX_REF_LENGTH)] | None = None
+
+
+class Ping(ClientFrame):
+    type: Literal["ping"]
+
+
+class Auth(ClientFrame):
+    type: Literal["auth"]
+    token: Annotated[str, Field(min_length=1, max_length=MAX_TOKEN_LENGTH)]
+
+
+class Resume(ClientFrame):
+    type: Literal["resume"]
+    after: Annotated[int, Field(ge=0, le=MAX_ID)]
+
+
+class MarkRead(ClientFrame):
+    type: Literal["mark_read"]
+    ids: Annotated[list[Id], Field(min_length=1)]
+
+
+class MarkAllRead(ClientFrame):
+    type: Literal["mark_all_read"]
+
+
+class ChatPost(ClientFrame):
+    type: Literal["message"]
+    body: Text
+    client_id: Annotated[Text, Field(min_length=1, max_length=MAX_CLIENT_ID_LENGTH)]
+
+
+class Typing(ClientFrame):
+    type: Literal["typing"]
+
+
+NOTIFICATION_FRAMES: Mapping[str, type[ClientFrame]] = {
+    "auth": Auth,
+    "ping": Ping,
+    "resume": Resume,
+    "mark_read": MarkRead,
+    "mark_all_read": MarkAllRead,
+}
+
+CHAT_FRAMES: Mapping[str, type[ClientFrame]] = {
+    "auth": Auth,
+    "ping": Ping,
+    "resume": Resume,
+    "message": ChatPost,
+    "typing": Typing,
+}
+
+
+def parse_frame(text: str, frames: Mapping[str, type[ClientFrame]]) -> ClientFrame:
+    """Decode and validate one text frame, or raise FrameError."""
+    if not text:
+        raise FrameError(ErrorCode.INVALID_JSON, "empty frame")
+    try:
+        raw = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise FrameError(ErrorCode.INVALID_JSON, "frame is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise FrameError(ErrorCode.INVALID_MESSAGE, "frame must be a JSON object")
+    ref = raw.get("ref")
+    if not isinstance(ref, str) or len(ref) > MAX_REF_LENGTH:
+        ref = None
+    kind = raw.get("type")
+    if not isinstance(kind, str):
+        raise FrameError(ErrorCode.INVALID_MESSAGE, "field 'type' must be a string", ref=ref)
+    model = frames.get(kind)
+    if model is None:
+        raise FrameError(ErrorCode.UNKNOWN_TYPE, "unknown frame type", ref=ref)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise FrameError(ErrorCode.INVALID_MESSAGE, _describe(exc), ref=ref) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    # Name the field and the rule, never echo the input back.
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False)[:3]:
+        where = ".".join(str(p) for p in error["loc"]) or "frame"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def error_frame(code: ErrorCode, detail: str, ref: str | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", "code": str(code), "detail": detail}
+    if ref is not None:
+        frame["ref"] = ref
+    return frame
+
+
+def encode(frame: Mapping[str, Any]) -> str:
+    return orjson.dumps(frame).decode()
+
+
+def iso(moment: datetime) -> str:
+    """Times on the wire: ISO 8601, UTC, with a Z."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,64 @@
+"""Sending events to sockets, always after the writing transaction commits.
+
+Services call `push_after_commit`; nothing else in the project talks to the
+channel layer for pushes. A rolled-back transaction pushes nothing. A push
+that fails (Redis down) is logged and dropped: the data is already committed,
+and clients recover it with `resume`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from functools import partial
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from realtime.errors import UNAVAILABLE_ERRORS
+
+logger = logging.getLogger("realtime.push")
+
+Message = tuple[str, dict[str, Any]]  # (group name, channel-layer event)
+
+# Enough group_sends in flight to hide Redis round trips, few enough not to
+# exhaust the connection pool.
+_CONCURRENCY = 64
+
+
+def push_after_commit(messages: Iterable[Message], *, using: str | None = None) -> None:
+    """Send each (group, event) once the current transaction commits."""
+    batch = list(messages)
+    if batch:
+        transaction.on_commit(partial(send_now, batch), using=using, robust=True)
+
+
+def send_now(messages: Sequence[Message]) -> bool:
+    """Send from sync code; True when every message reached the channel layer."""
+    try:
+        async_to_sync(asend)(messages)
+    except UNAVAILABLE_ERRORS:
+        logger.warning("push failed: channel layer unavailable (%d messages)", len(messages))
+        return False
+    except Exception:
+        logger.exception("push failed (%d messages)", len(messages))
+        return False
+    return True
+
+
+async def asend(messages: Sequence[Message]) -> None:
+    layer = get_channel_layer()
+    if len(messages) == 1:
+        group, event = messages[0]
+        await layer.group_send(group, event)
+        return
+    gate = asyncio.Semaphore(_CONCURRENCY)
+
+    async def one(group: str, event: dict[str, Any]) -> None:
+        async with gate:
+            await layer.group_send(group, event)
+
+    await asyncio.gather(*(one(group, event) for group, event in messages))
