@@ -107,3 +107,42 @@ async def receive_type(communicator: WebsocketCommunicator, kind: str, wait: flo
     frame = await communicator.receive_json_from(timeout=wait)
     assert frame["type"] == kind, frame
     return frame
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment for a second process that shares this test's database and Redis layer."""
+    from django.db import connection
+
+    env = dict(os.environ)
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("postgresql"):
+        password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+        env["DATABASE_URL"] = (
+            f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        )
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    layer = settings.CHANNEL_LAYERS["default"]
+    if "redis" in layer["BACKEND"]:
+        env["CHANNEL_LAYER_PREFIX"] = layer["CONFIG"]["prefix"]
+    env.setdefault("DJANGO_SECRET_KEY", settings.SECRET_KEY)
+    return env
+
+
+async def run_manage(*args: str) -> str:
+    """Run `manage.py` in a separate process; returns its stdout."""
+    import asyncio
+    import sys
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "manage.py",
+        *args,
+        env=subprocess_env(),
+        cwd=str(settings.BASE_DIR),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode()
