@@ -19,12 +19,18 @@ $(BIN)/.installed-dev: $(BIN)/.installed requirements-dev.txt
 
 venv-dev: $(BIN)/.installed-dev
 
-# Development server with demo data: SQLite and the in-process channel layer
-# unless DATABASE_URL / REDIS_URL say otherwise.
+# A Redis on the default port, if one answers: then `manage.py notify` from
+# another shell reaches the browser live. Without it, the in-process layer.
+LOCAL_REDIS = $(shell $(BIN)/python -c "import redis; redis.Redis(socket_connect_timeout=0.3).ping(); print('redis://127.0.0.1:6379/0')" 2>/dev/null)
+
+# Development server with demo data: SQLite unless DATABASE_URL says otherwise.
+run: export DJANGO_DEBUG ?= true
 run: $(BIN)/.installed
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(BIN)/python manage.py migrate --noinput
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(BIN)/python manage.py seed_demo
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(BIN)/python manage.py runserver $(HOST):$(PORT)
+	$(eval export REDIS_URL ?= $(LOCAL_REDIS))
+	@echo "channel layer: $${REDIS_URL:-in-process (set REDIS_URL to push from other processes)}"
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_demo
+	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 # Tests against DATABASE_URL and REDIS_URL when set (CI sets both), else SQLite
 # and the in-process layer, with the Redis-only tests skipped.

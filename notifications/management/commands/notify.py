@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
@@ -33,4 +34,7 @@ class Command(BaseCommand):
             )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
+        if "InMemory" in settings.CHANNEL_LAYERS["default"]["BACKEND"]:
+            # Stored, but a server in another process will not hear the push.
+            self.stderr.write("REDIS_URL is not set: sockets get this on their next resume, not live.")
         self.stdout.write(str(len(sent)))
