@@ -44,6 +44,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="DATABASE_URL is not PostgreSQL"))
 
 
+@pytest.fixture(autouse=True)
+async def _close_hub():
+    """Each test has its own event loop; stop that loop's hub before it ends."""
+    yield
+    from realtime.hub import close_hub
+
+    closing = close_hub()
+    if closing is not None:
+        await closing
+
+
 @pytest.fixture
 def make_user(db):
     def make(username: str, **extra):

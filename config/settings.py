@@ -139,6 +139,9 @@ CHAT_RATE_PER_SECOND = env_float("CHAT_RATE_PER_SECOND", 10.0, minimum=0.001)
 CHAT_RATE_BURST = env_int("CHAT_RATE_BURST", 20, minimum=1)
 CHAT_MAX_BODY = env_int("CHAT_MAX_BODY", 4000, minimum=1)
 CHAT_HISTORY = env_int("CHAT_HISTORY", 50, minimum=0)
+# How often a worker re-adds its channel-layer group memberships (they expire,
+# and a restarted Redis forgets them).
+HUB_REFRESH_SECONDS = env_float("HUB_REFRESH_SECONDS", 60.0, minimum=0.05)
 
 # --- Internationalisation, static files -----------------------------------------
 LANGUAGE_CODE = "en-us"

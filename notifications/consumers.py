@@ -89,6 +89,7 @@ class NotificationConsumer(RealtimeConsumer):
         if notification["id"] <= self.cursor:
             return  # already delivered by a replay or a gap fill
         if (event.get("prev_id") or 0) > self.cursor:
+            self.needs_io()
             await self._fill_gap(up_to=notification["id"])
             return
         self.cursor = notification["id"]
@@ -110,5 +111,7 @@ class NotificationConsumer(RealtimeConsumer):
                 await self._deliver(row)
 
     async def _deliver(self, row) -> None:
+        if self.live_from < row.id <= self.cursor:
+            return  # went out live while this replay was reading
         self.cursor = max(self.cursor, row.id)
         await self.send_frame({"type": "notification", "notification": notification_dict(row)})

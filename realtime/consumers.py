@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Awaitable, Mapping
 from typing import Any, ClassVar
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from realtime.errors import UNAVAILABLE_ERRORS
+from realtime.hub import get_hub
 from realtime.protocol import (
     Auth,
     ClientFrame,
@@ -42,9 +44,29 @@ class CloseSocket(Exception):
         self.reason = reason
 
 
+class Deferred(Exception):
+    """An event handler called inline by the hub needs to wait for I/O."""
+
+
 class RealtimeConsumer(AsyncWebsocketConsumer):
+    """Base socket consumer.
+
+    Concurrency: Channels runs one handler at a time per consumer, but the
+    hub delivers group events from its own task. To keep the one-at-a-time
+    guarantee without a task per delivery, hub events run inline only while
+    the consumer is idle; while a handler runs (or events are queued), they
+    wait in `_pending` and run, in order, right after it.
+    """
+
     frames: ClassVar[Mapping[str, type[ClientFrame]]] = {}
     endpoint: ClassVar[str] = "socket"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._serial = asyncio.Lock()
+        self._in_serial = False
+        self._pending: deque[dict[str, Any]] = deque()
+        self._hub_groups: list[str] = []
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -69,6 +91,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.closed = True
         if self._auth_timer is not None:
             self._auth_timer.cancel()
+        hub = get_hub()
+        for group in self._hub_groups:
+            await hub.unsubscribe(group, self)
         if self.user is not None:
             await self.left()
             logger.info("socket closed endpoint=%s user=%s code=%s", self.endpoint, self.user.pk, code)
@@ -165,7 +190,55 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             self.closed = True
             await self.close(code=int(code), reason=reason or None)
 
-    # --- groups ---------------------------------------------------------------------
+    # --- groups and events -----------------------------------------------------------
     async def join(self, group: str) -> None:
-        await self.channel_layer.group_add(group, self.channel_name)
-        self.groups.append(group)
+        """Receive the group's events (through this worker's hub)."""
+        await get_hub().subscribe(group, self)
+        self._hub_groups.append(group)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        async with self._serial:
+            self._in_serial = True
+            try:
+                await super().dispatch(message)
+                await self._drain_pending()
+            finally:
+                self._in_serial = False
+
+    def hub_deliver(self, event: dict[str, Any]) -> Awaitable[None] | None:
+        """Called by the hub for each group event; see the class docstring."""
+        if self.closed:
+            return None
+        if self._serial.locked() or self._pending:
+            self._pending.append(event)
+            return None
+        return self._deliver_inline(event)
+
+    async def _deliver_inline(self, event: dict[str, Any]) -> None:
+        try:
+            await self._event_handler(event)(event)
+        except Deferred:
+            self._pending.append(event)
+            asyncio.ensure_future(self._drain_later())
+
+    async def _drain_later(self) -> None:
+        async with self._serial:
+            self._in_serial = True
+            try:
+                await self._drain_pending()
+            finally:
+                self._in_serial = False
+
+    async def _drain_pending(self) -> None:
+        while self._pending and not self.closed:
+            event = self._pending.popleft()
+            await self._run(self._event_handler(event), event)
+
+    def _event_handler(self, event: dict[str, Any]):
+        # Event types are ours ("push.x" → push_x), never a client's.
+        return getattr(self, event["type"].replace(".", "_"))
+
+    def needs_io(self) -> None:
+        """Call before awaiting the database in an event handler."""
+        if not self._in_serial:
+            raise Deferred

@@ -19,6 +19,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from realtime.errors import UNAVAILABLE_ERRORS
+from realtime.hub import envelope
 
 logger = logging.getLogger("realtime.push")
 
@@ -53,12 +54,12 @@ async def asend(messages: Sequence[Message]) -> None:
     layer = get_channel_layer()
     if len(messages) == 1:
         group, event = messages[0]
-        await layer.group_send(group, event)
+        await layer.group_send(group, envelope(group, event))
         return
     gate = asyncio.Semaphore(_CONCURRENCY)
 
     async def one(group: str, event: dict[str, Any]) -> None:
         async with gate:
-            await layer.group_send(group, event)
+            await layer.group_send(group, envelope(group, event))
 
     await asyncio.gather(*(one(group, event) for group, event in messages))

@@ -1,0 +1,176 @@
+"""Process-local fan-out: one channel-layer message per worker, not per socket.
+
+Plain Channels puts every socket in the channel-layer group, so a broadcast to
+a room of 1,000 sockets is 1,000 Redis messages, 1,000 msgpack decodes, 1,000
+JSON encodes and 1,000 task wake-ups. Here each worker process has one hub
+with one channel; the hub joins a group when its first local socket does and
+leaves it with the last. A broadcast reaches each worker once; the hub encodes
+the client frame once and hands it to each local subscriber in turn.
+
+Subscribers implement `hub_deliver(event)`, which returns an awaitable (or
+None when the event was queued) and must not block on I/O other than the
+send itself. Events travel in an envelope made by `envelope()`, which names
+the group so the hub knows which local sockets it is for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from realtime.errors import UNAVAILABLE_ERRORS
+from realtime.protocol import encode
+
+logger = logging.getLogger("realtime.hub")
+
+HUB_EVENT = "hub.event"
+
+
+class Subscriber(Protocol):
+    def hub_deliver(self, event: dict[str, Any]) -> Awaitable[None] | None: ...
+
+
+def envelope(group: str, event: dict[str, Any]) -> dict[str, Any]:
+    """The channel-layer message that carries `event` to every hub in `group`."""
+    return {"type": HUB_EVENT, "group": group, "event": event}
+
+
+def encoded_frame(event: dict[str, Any]) -> str:
+    """The event's client frame as JSON text, encoded once per worker."""
+    text = event.get("_text")
+    if text is None:
+        text = event["_text"] = encode(event["frame"])
+    return text
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.layer = get_channel_layer()
+        self.channel: str | None = None
+        self.members: dict[str, set[Subscriber]] = {}
+        self._joined: dict[str, asyncio.Future] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._started = False
+
+    async def _start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        # The default prefix matters: channels_redis reads all of a process's
+        # channels through one shared key per prefix.
+        self.channel = await self.layer.new_channel()
+        self._tasks = [
+            asyncio.ensure_future(self._receive_loop()),
+            asyncio.ensure_future(self._refresh_loop()),
+        ]
+
+    async def subscribe(self, group: str, subscriber: Subscriber) -> None:
+        """Deliver the group's events to `subscriber` from now on."""
+        await self._start()
+        self.members.setdefault(group, set()).add(subscriber)
+        joined = self._joined.get(group)
+        if joined is None:
+            # The first local member joins the layer group; later ones wait for it.
+            joined = self._joined[group] = asyncio.ensure_future(self.layer.group_add(group, self.channel))
+        try:
+            await asyncio.shield(joined)
+        except BaseException:
+            if self._joined.get(group) is joined and joined.done():
+                del self._joined[group]  # let the next subscriber try again
+            raise
+
+    async def unsubscribe(self, group: str, subscriber: Subscriber) -> None:
+        members = self.members.get(group)
+        if members is None:
+            return
+        members.discard(subscriber)
+        if not members:
+            del self.members[group]
+            self._joined.pop(group, None)
+            try:
+                await self.layer.group_discard(group, self.channel)
+            except UNAVAILABLE_ERRORS:
+                pass  # the group entry expires by itself
+
+    async def _receive_loop(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("hub: channel layer receive failed; retrying", exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                if await self._rejoin_all():
+                    backoff = 0.1
+                continue
+            backoff = 0.1
+            await self.dispatch(message)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        group = message.get("group")
+        event = message.get("event")
+        if message.get("type") != HUB_EVENT or not isinstance(event, dict):
+            logger.warning("hub: dropped a message without an envelope")
+            return
+        for subscriber in tuple(self.members.get(group, ())):
+            try:
+                pending = subscriber.hub_deliver(event)
+                if pending is not None:
+                    await pending
+            except Exception:
+                # One broken socket must not stop delivery to the others.
+                logger.exception("hub: delivery to one socket failed")
+
+    async def _refresh_loop(self) -> None:
+        # Group entries expire in Redis, and a Redis restart forgets them:
+        # re-adding every so often keeps membership true without a restart.
+        while True:
+            await asyncio.sleep(settings.HUB_REFRESH_SECONDS)
+            await self._rejoin_all()
+
+    async def _rejoin_all(self) -> bool:
+        try:
+            for group in tuple(self.members):
+                await self.layer.group_add(group, self.channel)
+        except Exception:
+            logger.warning("hub: could not rejoin groups", exc_info=True)
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Stop receiving (tests close the hub before their event loop ends)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: S110 - stopping anyway
+                pass
+        self._tasks = []
+
+
+# One hub per event loop: a worker has one loop; tests make one per test.
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def close_hub() -> Awaitable[None] | None:
+    """Close this loop's hub, if it has one."""
+    hub = _hubs.pop(asyncio.get_running_loop(), None)
+    return hub.close() if hub is not None else None
+
+
+def get_hub() -> Hub:
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub()
+    return hub

@@ -1,0 +1,56 @@
+"""The per-worker hub: one channel-layer membership per group per process."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+
+from conftest import receive_type
+from notifications import services
+from realtime.protocol import user_group
+
+pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
+
+
+async def group_size(group: str) -> int:
+    layer = get_channel_layer()
+    connection = layer.connection(layer.consistent_hash(group))
+    return await connection.zcard(layer._group_key(group))
+
+
+async def test_many_sockets_of_one_user_are_one_group_member(socket_for, alice):
+    """Three sockets in one process add one member to the Redis group, and all get the push."""
+    sockets = [await socket_for("/ws/notifications/", alice) for _ in range(3)]
+    for socket in sockets:
+        await receive_type(socket, "welcome")
+    assert await group_size(user_group(alice.id)) == 1
+    sent = await sync_to_async(services.notify)(users=alice, title="once per worker")
+    for socket in sockets:
+        assert (await receive_type(socket, "notification"))["notification"]["id"] == sent[0].id
+    for socket in sockets:
+        await socket.disconnect()
+    assert await group_size(user_group(alice.id)) == 0
+
+
+async def test_group_membership_lost_from_redis_is_rebuilt(socket_for, alice, settings):
+    """If Redis forgets the group (a restart), the hub re-adds it and pushes flow again."""
+    settings.HUB_REFRESH_SECONDS = 0.1
+    socket = await socket_for("/ws/notifications/", alice)
+    await receive_type(socket, "welcome")
+    layer = get_channel_layer()
+    group = user_group(alice.id)
+    connection = layer.connection(layer.consistent_hash(group))
+    await connection.delete(layer._group_key(group))
+    # The next refresh restores it; wait for that by polling Redis itself.
+    for _ in range(200):
+        if await group_size(group) == 1:
+            break
+        await receive_nothing(socket)
+    assert await group_size(group) == 1
+    sent = await sync_to_async(services.notify)(users=alice, title="after the loss")
+    assert (await receive_type(socket, "notification"))["notification"]["id"] == sent[0].id
+
+
+async def receive_nothing(socket) -> None:
+    assert await socket.receive_nothing(timeout=0.05)
