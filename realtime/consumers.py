@@ -67,6 +67,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self._in_serial = False
         self._pending: deque[dict[str, Any]] = deque()
         self._hub_groups: list[str] = []
+        self._drainer: asyncio.Future | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -219,7 +220,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self._event_handler(event)(event)
         except Deferred:
             self._pending.append(event)
-            asyncio.ensure_future(self._drain_later())
+            self._drainer = asyncio.ensure_future(self._drain_later())
 
     async def _drain_later(self) -> None:
         async with self._serial:

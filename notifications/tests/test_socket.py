@@ -174,10 +174,8 @@ async def test_a_live_push_that_overtakes_an_earlier_one_fills_the_gap(socket_fo
     # The late push of the first one, arriving now, is not delivered again.
     from notifications.serializers import notification_dict
 
-    await get_channel_layer().group_send(
-        user_group(alice.id),
-        {"type": Event.NOTIFICATION, "notification": notification_dict(first), "prev_id": None},
-    )
+    late = {"type": Event.NOTIFICATION, "notification": notification_dict(first), "prev_id": None}
+    await get_channel_layer().group_send(user_group(alice.id), envelope(user_group(alice.id), late))
     await socket.send_json_to({"type": "ping"})
     assert await socket.receive_json_from() == {"type": "pong"}
 
