@@ -198,7 +198,12 @@ async def test_mark_read_on_one_socket_updates_the_other(socket_for, alice):
         }
     await tab2.send_json_to({"type": "mark_all_read"})
     for socket in (tab1, tab2):
-        assert await socket.receive_json_from(timeout=WAIT) == {"type": "read", "ids": [], "all": True, "unread": 0}
+        assert await socket.receive_json_from(timeout=WAIT) == {
+            "type": "read",
+            "ids": [],
+            "all": True,
+            "unread": 0,
+        }
 
 
 async def test_mark_read_ignores_other_users_notifications(socket_for, alice, bob):
