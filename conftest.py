@@ -80,8 +80,12 @@ async def socket_for():
 
     opened: list[WebsocketCommunicator] = []
 
-    async def open_socket(path: str, user=None, *, origin: str | None = ORIGIN, headers=(), connect=True):
+    async def open_socket(
+        path: str, user=None, *, origin: str | None = ORIGIN, headers=(), token=None, connect=True
+    ):
         all_headers = list(headers)
+        if token is not None:
+            all_headers.append((b"authorization", f"Bearer {token}".encode()))
         if origin is not None:
             all_headers.append((b"origin", origin.encode()))
         if user is not None:
@@ -107,3 +111,62 @@ async def receive_type(communicator: WebsocketCommunicator, kind: str, wait: flo
     frame = await communicator.receive_json_from(timeout=wait)
     assert frame["type"] == kind, frame
     return frame
+
+
+async def closed_with(communicator: WebsocketCommunicator, wait: float = 10) -> tuple[int, str | None]:
+    """Skip any frames until the server closes the socket; its (code, reason)."""
+    while True:
+        output = await communicator.receive_output(timeout=wait)
+        if output["type"] == "websocket.close":
+            return output.get("code"), output.get("reason")
+
+
+def make_token(user, *, key: str | None = None, algorithm: str = "HS256", headers=None, **claims) -> str:
+    """A token crafted by hand: the service's claims, then any overrides (None removes one)."""
+    import time
+
+    import jwt
+
+    from realtime.tokens import _password_stamp
+
+    now = int(time.time())
+    payload = {
+        "iss": settings.JWT_ISSUER,
+        "aud": settings.JWT_AUDIENCE,
+        "sub": str(user.pk),
+        "iat": now,
+        "exp": now + 60,
+        "pwd": _password_stamp(user),
+    }
+    payload.update(claims)
+    payload = {name: value for name, value in payload.items() if value is not None}
+    return jwt.encode(payload, key or settings.JWT_SIGNING_KEY, algorithm=algorithm, headers=headers)
+
+
+async def http(method: str, path: str, *, body=None, headers=()) -> tuple[int, dict, dict[str, str]]:
+    """One HTTP request through the full ASGI application: (status, JSON body, headers)."""
+    import orjson
+    from channels.testing import HttpCommunicator
+
+    from config.asgi import application
+
+    raw = body if isinstance(body, bytes) else (orjson.dumps(body) if body is not None else b"")
+    all_headers = [(b"host", b"localhost"), *headers]
+    if raw:
+        all_headers.append((b"content-type", b"application/json"))
+    response = await HttpCommunicator(application, method, path, body=raw, headers=all_headers).get_response(
+        timeout=10
+    )
+    answer = {k.decode().lower(): v.decode() for k, v in response["headers"]}
+    data = orjson.loads(response["body"]) if response["body"] else {}
+    return response["status"], data, answer
+
+
+def session_headers(user, *, csrf: bool = True) -> list[tuple[bytes, bytes]]:
+    """Cookie headers of a logged-in browser; with the matching X-CSRFToken when `csrf`."""
+    secret = "a" * 32
+    cookie = f"{settings.SESSION_COOKIE_NAME}={session_cookie(user)}; {settings.CSRF_COOKIE_NAME}={secret}"
+    headers = [(b"cookie", cookie.encode())]
+    if csrf:
+        headers.append((b"x-csrftoken", secret.encode()))
+    return headers
