@@ -147,6 +147,7 @@ async def http(method: str, path: str, *, body=None, headers=()) -> tuple[int, d
     """One HTTP request through the full ASGI application: (status, JSON body, headers)."""
     import orjson
     from channels.testing import HttpCommunicator
+    from django.db import close_old_connections
 
     from config.asgi import application
 
@@ -154,9 +155,13 @@ async def http(method: str, path: str, *, body=None, headers=()) -> tuple[int, d
     all_headers = [(b"host", b"localhost"), *headers]
     if raw:
         all_headers.append((b"content-type", b"application/json"))
-    response = await HttpCommunicator(application, method, path, body=raw, headers=all_headers).get_response(
-        timeout=10
-    )
+    communicator = HttpCommunicator(application, method, path, body=raw, headers=all_headers)
+    response = await communicator.get_response(timeout=10)
+    # Let Django finish the request (request_finished closes its database connection).
+    await communicator.wait(timeout=10)
+    # The test's own sync_to_async calls share one thread whose connection no
+    # request cycle closes; close it so the test database can be dropped.
+    await sync_to_async(close_old_connections)()
     answer = {k.decode().lower(): v.decode() for k, v in response["headers"]}
     data = orjson.loads(response["body"]) if response["body"] else {}
     return response["status"], data, answer
