@@ -143,7 +143,9 @@ def make_token(user, *, key: str | None = None, algorithm: str = "HS256", header
     return jwt.encode(payload, key or settings.JWT_SIGNING_KEY, algorithm=algorithm, headers=headers)
 
 
-async def http(method: str, path: str, *, body=None, headers=()) -> tuple[int, dict, dict[str, str]]:
+async def http(
+    method: str, path: str, *, body=None, headers=(), content_type: str = "application/json"
+) -> tuple[int, dict, dict[str, str]]:
     """One HTTP request through the full ASGI application: (status, JSON body, headers)."""
     import orjson
     from channels.testing import HttpCommunicator
@@ -154,7 +156,7 @@ async def http(method: str, path: str, *, body=None, headers=()) -> tuple[int, d
     raw = body if isinstance(body, bytes) else (orjson.dumps(body) if body is not None else b"")
     all_headers = [(b"host", b"localhost"), *headers]
     if raw:
-        all_headers.append((b"content-type", b"application/json"))
+        all_headers.append((b"content-type", content_type.encode()))
     communicator = HttpCommunicator(application, method, path, body=raw, headers=all_headers)
     response = await communicator.get_response(timeout=10)
     # Let Django finish the request (request_finished closes its database connection).
@@ -163,7 +165,8 @@ async def http(method: str, path: str, *, body=None, headers=()) -> tuple[int, d
     # request cycle closes; close it so the test database can be dropped.
     await sync_to_async(close_old_connections)()
     answer = {k.decode().lower(): v.decode() for k, v in response["headers"]}
-    data = orjson.loads(response["body"]) if response["body"] else {}
+    is_json = answer.get("content-type", "").startswith("application/json")
+    data = orjson.loads(response["body"]) if response["body"] and is_json else {}
     return response["status"], data, answer
 
 
