@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
 
 import dj_database_url
@@ -164,7 +166,19 @@ SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
+# --- Tokens (see realtime/tokens.py and docs/protocol.md, "Authentication") -------
 JWT_LIFETIME_SECONDS = env_int("JWT_LIFETIME_SECONDS", 900, minimum=1)
+JWT_ISSUER = env_str("JWT_ISSUER", "relay")
+JWT_AUDIENCE = env_str("JWT_AUDIENCE", "relay")
+# Its own key, so tokens can be rotated without touching sessions; by default
+# derived from SECRET_KEY (never SECRET_KEY itself, which also signs cookies).
+JWT_SIGNING_KEY = (
+    env_str("JWT_SIGNING_KEY")
+    or hmac.new(SECRET_KEY.encode(), b"relay.jwt-signing-key", hashlib.sha256).hexdigest()
+)
+if len(JWT_SIGNING_KEY.encode()) < 32:
+    # RFC 7518 3.2: an HS256 key must have at least 256 bits.
+    raise ImproperlyConfigured("JWT_SIGNING_KEY must be at least 32 bytes long")
 
 # --- Real-time limits (every number the sockets rely on) --------------------------
 WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 65536, minimum=64)
@@ -205,9 +219,18 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "realtime.logs.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    # Defence in depth: our code never logs a credential, and this filter
+    # masks any that a library might (an Authorization header, a JWT, an API key).
+    "filters": {"redact": {"()": "realtime.logging.RedactSecrets"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["redact"]}
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's defaults give these unfiltered handlers of their own; drop
+        # them, so their records reach the root's redacting handler instead.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.server": {"handlers": [], "level": "INFO", "propagate": True},
         "django.db.backends": {"level": "INFO"},
     },
 }
