@@ -123,6 +123,16 @@ def _sentinel_host(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+# Passed to every Redis connection pool the layer makes. redis-py's default
+# 5 s read timeout equals the core layer's 5 s blocking pop, so idle sockets'
+# receives failed at random; its default pool of 100 connections raises
+# instead of waiting when many handshakes arrive at once.
+_REDIS_OPTIONS = {
+    "socket_timeout": env_float("REDIS_SOCKET_TIMEOUT", 15.0, minimum=6.0),
+    "socket_connect_timeout": env_float("REDIS_CONNECT_TIMEOUT", 5.0, minimum=0.1),
+    "max_connections": env_int("REDIS_MAX_CONNECTIONS", 2000, minimum=10),
+}
+
 if REDIS_SENTINELS:
     # channels_redis builds a SentinelConnectionPool from a dict with
     # master_name and sentinels; the other keys go to each master connection.
@@ -130,11 +140,14 @@ if REDIS_SENTINELS:
         "master_name": REDIS_SENTINEL_MASTER,
         "sentinels": [_sentinel_host(address) for address in REDIS_SENTINELS],
         "db": env_int("REDIS_SENTINEL_DB", 0),
+        **_REDIS_OPTIONS,
     }
     if env_str("REDIS_PASSWORD"):  # the master's; sentinels are asked without one
         _redis_host["password"] = env_str("REDIS_PASSWORD")
+elif REDIS_URL:
+    _redis_host = {"address": REDIS_URL, **_REDIS_OPTIONS}
 else:
-    _redis_host = REDIS_URL
+    _redis_host = ""
 if _redis_host:
     CHANNEL_LAYERS = {
         "default": {
