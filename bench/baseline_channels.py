@@ -33,7 +33,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data):
         message = json.loads(text_data)["message"]
-        await self.channel_layer.group_send(self.room_group_name, {"type": "chat.message", "message": message})
+        await self.channel_layer.group_send(
+            self.room_group_name, {"type": "chat.message", "message": message}
+        )
 
     async def chat_message(self, event):
         await self.send(text_data=json.dumps({"message": event["message"]}))
@@ -43,7 +45,9 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter([re_path(r"^ws/baseline/(?P<room_name>\w+)/$", ChatConsumer.as_asgi())]))
+            AuthMiddlewareStack(
+                URLRouter([re_path(r"^ws/baseline/(?P<room_name>\w+)/$", ChatConsumer.as_asgi())])
+            )
         ),
     }
 )

@@ -20,7 +20,9 @@ from bench.workloads import WORKLOADS, run
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("workloads", nargs="*", choices=[*WORKLOADS, []], help="default: all")
-    parser.add_argument("--quick", action="store_true", help="tiny N, for a smoke run (results are not saved)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny N, for a smoke run (results are not saved)"
+    )
     parser.add_argument("--no-save", action="store_true", help="print only")
     args = parser.parse_args(argv)
     names = args.workloads or list(WORKLOADS)
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("interrupted; servers and clients stopped", file=sys.stderr)
             return 130
-        except Exception as exc:  # noqa: BLE001 - one failing workload does not hide the others
+        except Exception as exc:
             traceback.print_exc()
             figures = {"error": f"{type(exc).__name__}: {exc}"}
             status = "error"

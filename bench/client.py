@@ -46,6 +46,7 @@ class Recorder:
         self.duplicates = 0
         self.out_of_order = 0
         self.unexpected_closes = 0
+        self.lost_sockets = 0
         self.closing = False
 
     def delivered(self, t: int, at: int) -> None:
@@ -67,6 +68,9 @@ class Sock(WSListener):
         self.count = 0
         self.last_id = 0
         self.index = -1
+        self.headers: list[tuple[str, str]] = []
+        self.dead = False
+        self.want = -1
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -74,8 +78,16 @@ class Sock(WSListener):
             self.welcome.set_result(None)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
-        if not self.rec.closing:
-            self.rec.unexpected_closes += 1
+        rec = self.rec
+        if not rec.closing:
+            self.dead = True
+            rec.unexpected_closes += 1
+            if self.want >= 0:
+                # Collecting: what this socket will never get is no longer expected.
+                rec.lost_sockets += 1
+                rec.expected -= max(0, self.want - self.count)
+                if rec.received >= rec.expected and rec.done is not None and not rec.done.done():
+                    rec.done.set_result(None)
         if not self.welcome.done():
             self.welcome.set_exception(ConnectionError("closed before welcome"))
 
@@ -154,9 +166,11 @@ class Client:
         self.cpu_mark = 0.0
         self.wall_mark = 0
 
-    async def connect(self, spec: dict[str, Any]) -> dict[str, Any]:
-        self.rec = rec = Recorder(spec["mode"], spec["tag"])
-        url = spec["url"]
+    async def connect(self, spec: dict[str, Any], rec: Recorder | None = None) -> dict[str, Any]:
+        if rec is None:
+            rec = Recorder(spec["mode"], spec["tag"])
+        self.rec = rec
+        self.url = url = spec["url"]
         headers = spec["headers"]
         gate = asyncio.Semaphore(spec.get("concurrency", 100))
         timeout = spec.get("timeout", 30.0)
@@ -175,13 +189,14 @@ class Client:
                 try:
                     await ws_connect(factory, url, extra_headers=h, websocket_handshake_timeout=timeout)
                     await asyncio.wait_for(sock_holder[0].welcome, timeout)
-                except Exception as exc:  # noqa: BLE001 - counted and reported
+                except Exception as exc:
                     key = type(exc).__name__ + (f": {exc}"[:120] if str(exc) else "")
                     errors[key] = errors.get(key, 0) + 1
                     if sock_holder and sock_holder[0].transport is not None:
                         sock_holder[0].transport.disconnect()
                     return
                 sock_holder[0].index = i
+                sock_holder[0].headers = h
                 self.socks.append(sock_holder[0])
                 done_at.append(now_ns())
 
@@ -196,6 +211,28 @@ class Client:
             "seconds": (end - start) / 1e9,
             "handshakes_per_s": len(self.socks) / ((end - start) / 1e9) if end > start else 0.0,
         }
+
+    async def heal(self, rounds: int = 3) -> dict[str, Any]:
+        """Reopen sockets the server closed while the room was filling up."""
+        healed = 0
+        for _ in range(rounds):
+            dead = [s for s in self.socks if s.dead]
+            if not dead:
+                break
+            spec = {"url": self.url, "mode": self.rec.mode, "tag": self.rec.tag, "concurrency": 25}
+            spec["headers"] = [s.headers for s in dead]
+            keep = [s for s in self.socks if not s.dead]
+            rec = self.rec
+            self.socks = []
+            answer = await self.connect(spec, rec=rec)
+            for new in self.socks:  # connect numbered them within `dead`
+                new.index = dead[new.index].index
+            healed += answer["connected"]
+            back = {s.index for s in self.socks}
+            failed = [s for s in dead if s.index not in back]  # still dead; tried again next round
+            self.socks = sorted(keep + self.socks + failed, key=lambda s: s.index)
+            await asyncio.sleep(1.0)
+        return {"healed": healed, "dead": sum(1 for s in self.socks if s.dead)}
 
     async def settle(self, quiet: float, limit: float) -> dict[str, Any]:
         """Wait until no frame has arrived for `quiet` seconds (presence storms end)."""
@@ -230,8 +267,12 @@ class Client:
     async def collect(self, spec: dict[str, Any]) -> dict[str, Any]:
         rec = self.rec
         per_socket = spec.get("per_socket")  # list of expected counts, or None
-        if per_socket is not None:
-            rec.expected = sum(per_socket[s.index] for s in self.socks)
+        each = spec.get("expected_each")
+        live = [s for s in self.socks if not s.dead]
+        for s in live:
+            s.want = per_socket[s.index] if per_socket is not None else (each if each is not None else 0)
+        if per_socket is not None or each is not None:
+            rec.expected = sum(s.want for s in live)
         else:
             rec.expected = spec["expected"]
         rec.done = asyncio.get_running_loop().create_future()
@@ -244,14 +285,11 @@ class Client:
         await asyncio.sleep(spec.get("linger", 0.2))  # late duplicates would show here
         cpu = cpu_seconds() - self.cpu_mark
         wall = (now_ns() - self.wall_mark) / 1e9
-        short_sockets = 0
-        if per_socket is not None:
-            short_sockets = sum(1 for s in self.socks if s.count != per_socket[s.index])
-        else:
-            want = spec.get("expected_each")
-            if want is not None:
-                short_sockets = sum(1 for s in self.socks if s.count != want)
+        short_sockets = sum(1 for s in live if s.want >= 0 and s.count != s.want and not s.dead)
         return {
+            "sockets_at_start": len(live),
+            "dead_before_start": len(self.socks) - len(live),
+            "lost_sockets": rec.lost_sockets,
             "received": rec.received,
             "expected": rec.expected,
             "timed_out": timed_out,
@@ -289,6 +327,8 @@ async def serve(conn) -> None:
         try:
             if cmd == "connect":
                 out = await client.connect(arg)
+            elif cmd == "heal":
+                out = await client.heal()
             elif cmd == "settle":
                 out = await client.settle(*arg)
             elif cmd == "mark":
@@ -303,7 +343,7 @@ async def serve(conn) -> None:
                 return
             else:
                 out = {"error": f"unknown command {cmd}"}
-        except Exception as exc:  # noqa: BLE001 - reported to the parent
+        except Exception as exc:
             out = {"error": f"{type(exc).__name__}: {exc}"}
         conn.send(out)
 

@@ -132,7 +132,7 @@ class Server:
         return self.proc.pid
 
     def command(self) -> str:
-        return " ".join(a if a == PY else a for a in self.argv).replace(PY, "python")
+        return " ".join(self.argv).replace(PY, "python")
 
     def log_tail(self, lines: int = 30) -> str:
         with contextlib.suppress(OSError):
@@ -225,7 +225,16 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": sys.version.split()[0]}
-    for pkg in ("Django", "channels", "channels_redis", "daphne", "uvicorn", "websockets", "picows", "uvloop"):
+    for pkg in (
+        "Django",
+        "channels",
+        "channels_redis",
+        "daphne",
+        "uvicorn",
+        "websockets",
+        "picows",
+        "uvloop",
+    ):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

@@ -25,9 +25,21 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{text}{unit}"
 
 
+def _ms(r: dict[str, Any], *keys: str) -> str:
+    return " / ".join(_fmt(r[k]) for k in keys) + " ms"
+
+
 def _delivered(r: dict[str, Any]) -> str:
     extra = []
-    for key in ("duplicates", "out_of_order", "short_sockets", "error_frames", "unexpected_closes"):
+    keys = (
+        "duplicates",
+        "out_of_order",
+        "short_sockets",
+        "error_frames",
+        "lost_sockets",
+        "reopened_before_start",
+    )
+    for key in keys:
         if r.get(key):
             extra.append(f"{key}={r[key]}")
     text = f"{r['received']:,}/{r['expected']:,}"
@@ -49,49 +61,129 @@ def rows(doc: dict[str, Any]) -> list[Row]:
         if "skipped" in r:
             out.append((target, "skipped", r["skipped"], "", "skipped"))
             continue
+        if "error" in r:
+            out.append((target, "error", r["error"][:300], "", "ERROR"))
+            continue
         if name == "fanout":
             out.append((target, "deliveries/s", _fmt(r["deliveries_per_s"]), "", ""))
-            out.append((target, "latency p50 / p99", f"{_fmt(r['latency_p50_ms'])} / {_fmt(r['latency_p99_ms'])} ms", "", ""))
+            out.append(
+                (
+                    target,
+                    "latency p50 / p99",
+                    f"{_fmt(r['latency_p50_ms'])} / {_fmt(r['latency_p99_ms'])} ms",
+                    "",
+                    "",
+                )
+            )
             out.append((target, "delivered", _delivered(r), "all", _verdict(r["all_delivered"])))
             cpu = "+".join(_fmt(c) for c in r["client_cpu_s"])
             wall = _fmt(max(r["client_wall_s"]))
             out.append((target, "generator CPU / wall", f"{cpu} s / {wall} s", "", ""))
         elif name == "push":
-            out.append((target, "latency p50 / p99 / max", f"{_fmt(r['latency_p50_ms'])} / {_fmt(r['latency_p99_ms'])} / {_fmt(r['latency_max_ms'])} ms", "p99 ≤ 25 ms", _verdict(r["latency_p99_ms"] <= 25 and r["all_delivered"])))
+            out.append(
+                (
+                    target,
+                    "latency p50 / p99 / max",
+                    _ms(r, "latency_p50_ms", "latency_p99_ms", "latency_max_ms"),
+                    "p99 ≤ 25 ms",
+                    _verdict(r["latency_p99_ms"] <= 25 and r["all_delivered"]),
+                )
+            )
             out.append((target, "delivered", _delivered(r), "all", _verdict(r["all_delivered"])))
             d = r["driver"]
-            out.append((target, "notify() rate achieved", f"{_fmt(d['achieved_rate'])}/s (call p50 {_fmt(d['notify_call_p50_ms'])} ms, p99 {_fmt(d['notify_call_p99_ms'])} ms)", f"{r['rate_per_s']}/s", ""))
+            out.append(
+                (
+                    target,
+                    "notify() rate achieved",
+                    f"{_fmt(d['achieved_rate'])}/s (call p50 / p99 "
+                    f"{_ms(d, 'notify_call_p50_ms', 'notify_call_p99_ms')})",
+                    f"{r['rate_per_s']}/s",
+                    "",
+                )
+            )
         elif name == "broadcast":
             last = r["commit_to_last_receipt_ms"]
-            out.append((target, "commit → last receipt", _fmt(last, " ms"), "≤ 1000 ms", _verdict(last is not None and last <= 1000 and r["all_delivered"])))
-            out.append((target, "commit → first receipt", _fmt(r["commit_to_first_receipt_ms"], " ms"), "", ""))
+            out.append(
+                (
+                    target,
+                    "commit → last receipt",
+                    _fmt(last, " ms"),
+                    "≤ 1000 ms",
+                    _verdict(last is not None and last <= 1000 and r["all_delivered"]),
+                )
+            )
+            out.append(
+                (target, "commit → first receipt", _fmt(r["commit_to_first_receipt_ms"], " ms"), "", "")
+            )
             out.append((target, "notify() call → commit", _fmt(r["call_to_commit_ms"], " ms"), "", ""))
             out.append((target, "delivered", _delivered(r), "all", _verdict(r["all_delivered"])))
         elif name == "idle":
             per = r["rss_per_socket_kib"]
-            out.append((target, "sockets / errors", f"{r['sockets']:,} / {r['errors']}", f"{r['requested']:,} / 0", _verdict(r["errors"] == 0 and r["sockets"] == r["requested"])))
-            out.append((target, "RSS growth per socket", _fmt(per, " KiB"), "≤ 30 KiB", _verdict(per is not None and per <= 30)))
+            out.append(
+                (
+                    target,
+                    "sockets / errors",
+                    f"{r['sockets']:,} / {r['errors']}",
+                    f"{r['requested']:,} / 0",
+                    _verdict(r["errors"] == 0 and r["sockets"] == r["requested"]),
+                )
+            )
+            out.append(
+                (
+                    target,
+                    "RSS growth per socket",
+                    _fmt(per, " KiB"),
+                    "≤ 30 KiB",
+                    _verdict(per is not None and per <= 30),
+                )
+            )
             out.append((target, "handshakes/s", _fmt(r["handshakes_per_s"]), "", ""))
         elif name == "workers":
             if "sizes" not in r:
                 continue
             for n, s in sorted(r["sizes"].items(), key=lambda kv: int(kv[0])):
-                out.append((target, f"{n} members: Redis commands/message", _fmt(s["redis_commands_per_message"]), "", ""))
-                out.append((target, f"{n} members: delivered", f"{s['received']:,}/{s['expected']:,}", "all", _verdict(s["all_delivered"])))
+                out.append(
+                    (
+                        target,
+                        f"{n} members: Redis commands/message",
+                        _fmt(s["redis_commands_per_message"]),
+                        "",
+                        "",
+                    )
+                )
+                out.append(
+                    (
+                        target,
+                        f"{n} members: delivered",
+                        f"{s['received']:,}/{s['expected']:,}",
+                        "all",
+                        _verdict(s["all_delivered"]),
+                    )
+                )
             growth = r.get("growth_small_to_large")
             ok = None if growth is None else growth <= 1.2
-            out.append((target, "commands/message, large ÷ small room", _fmt(growth, "×"), "≈ 1× (independent)", _verdict(ok) if target.startswith("service") else ""))
+            out.append(
+                (
+                    target,
+                    "commands/message, large / small room",
+                    _fmt(growth, "x"),
+                    "≈ 1x (independent)",
+                    _verdict(ok) if target.startswith("service") else "",
+                )
+            )
     if name == "fanout":
         ratios = figures.get("ratios", {})
         goals = {
-            "service_daphne_vs_channels_daphne": ("≥ 10×", 10.0),
-            "service_uvicorn_vs_websockets": ("≥ 0.5×", 0.5),
+            "service_daphne_vs_channels_daphne": ("≥ 10x", 10.0),
+            "service_uvicorn_vs_websockets": ("≥ 0.5x", 0.5),
         }
         for key in (*goals, "channels_daphne_vs_websockets", "websockets_2clients_vs_1client"):
             value = ratios.get(key)
             goal, floor = goals.get(key, ("", None))
-            verdict = "" if floor is None else ("n/a (skipped)" if value is None else _verdict(value >= floor))
-            out.append(("ratio", key.replace("_", " "), _fmt(value, "×"), goal, verdict))
+            verdict = (
+                "" if floor is None else ("n/a (skipped)" if value is None else _verdict(value >= floor))
+            )
+            out.append(("ratio", key.replace("_", " "), _fmt(value, "x"), goal, verdict))
     return out
 
 
