@@ -276,12 +276,20 @@ class Client:
         else:
             rec.expected = spec["expected"]
         rec.done = asyncio.get_running_loop().create_future()
-        timed_out = False
-        if rec.received < rec.expected:
-            try:
-                await asyncio.wait_for(asyncio.shield(rec.done), spec.get("timeout", 120))
-            except TimeoutError:
+        timed_out = stalled = False
+        deadline = now_ns() + int(spec.get("timeout", 120) * 1e9)
+        stall_ns = int(spec.get("stall", 15) * 1e9)
+        start = now_ns()
+        while rec.received < rec.expected and not rec.done.done():
+            # Bounded twice: the overall timeout, and no delivery at all for `stall` seconds.
+            await asyncio.wait([rec.done], timeout=0.25)
+            t = now_ns()
+            if t > deadline:
                 timed_out = True
+                break
+            if t - max(rec.last_ns, start) > stall_ns:
+                stalled = True
+                break
         await asyncio.sleep(spec.get("linger", 0.2))  # late duplicates would show here
         cpu = cpu_seconds() - self.cpu_mark
         wall = (now_ns() - self.wall_mark) / 1e9
@@ -293,6 +301,7 @@ class Client:
             "received": rec.received,
             "expected": rec.expected,
             "timed_out": timed_out,
+            "stalled": stalled,
             "first_ns": rec.first_ns,
             "last_ns": rec.last_ns,
             "lat": rec.lat.tobytes(),

@@ -42,6 +42,8 @@ def _delivered(r: dict[str, Any]) -> str:
     for key in keys:
         if r.get(key):
             extra.append(f"{key}={r[key]}")
+    if r.get("stalled"):
+        extra.append("stalled: no delivery for 15 s")
     text = f"{r['received']:,}/{r['expected']:,}"
     return text + (f" ({', '.join(extra)})" if extra else "")
 

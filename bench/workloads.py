@@ -96,6 +96,7 @@ def merge_collect(results: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {k: sum(r[k] for r in results) for k in keys}
     out["unexpected_closes"] = sum(r["unexpected_closes"] for r in results)
     out["timed_out"] = any(r["timed_out"] for r in results)
+    out["stalled"] = any(r["stalled"] for r in results)
     out["last_ns"] = max(r["last_ns"] for r in results)
     firsts = [r["first_ns"] for r in results if r["first_ns"]]
     out["first_ns"] = min(firsts) if firsts else 0
