@@ -103,14 +103,32 @@ does not grow with members.
 FOOTER = """
 ## Findings so far (current application code, before the fan-out work)
 
-See the tables above for the numbers; this is what they say.
+The tables above hold the numbers; this is what they say. Figures from the first full run on
+2026-11-25, while four other engineers' pytest runs kept both cores busy (load average above 4
+on 2 cores): absolute figures are far below what the issue quotes for a quiet machine (about
+3,500-6,500 deliveries/s for plain Channels, about 200,000 for websockets); re-run on a quiet
+machine before comparing across runs. Ratios within one run are the figures to compare.
 
-- The service's chat endpoint is not merged yet, so the fan-out and across-workers service
-  targets are skipped; the baselines they will be compared against are measured.
-- redis-py 8 (pinned: redis==8.1.0) caps an asyncio connection pool at 100 connections and
-  *raises* `MaxConnectionsError` instead of waiting. channels_redis does one `group_add` per
-  handshake on that pool, so about 100 handshakes in flight break sockets (HTTP 500 at the
-  handshake, dead consumers) — observed with the plain-Channels baseline under uvicorn at 100
-  handshakes in flight. The fan-out and workers workloads therefore keep 25 handshakes in flight;
-  the idle workload keeps 100 and reports what breaks.
+- **Chat is not merged**: the service's fan-out and across-workers targets are skipped; the
+  baselines they will be compared against are measured and saved.
+- **The load generator is not the bottleneck**: against the websockets baseline it used 0.97 s of
+  CPU over a 3.6 s measurement, and two generator processes delivered 1.01x what one did.
+- **redis-py 8 socket timeout vs channels_redis**: redis-py 8 (pinned redis==8.1.0) gives every
+  connection a default `socket_timeout` of 5 s, and channels_redis blocks in `BZPOPMIN` for 5 s
+  (`brpop_timeout`). When a channel is idle the client read can time out first: `TimeoutError:
+  Timeout reading from 127.0.0.1:6379` kills the consumer that held the process's receive lock, and
+  its socket. Observed in every daphne and uvicorn run of the plain-Channels baseline (25 to 45
+  dead consumers per run; one died in the middle of the daphne fan-out), and under uvicorn the
+  remaining consumers of the process stopped receiving: the fan-out stalled at 48,998 of 97,346
+  deliveries. The service uses the same `CHANNEL_LAYERS` settings, so it is exposed too (see the
+  idle workload). Fix, outside `bench/`: pass `socket_timeout` above `brpop_timeout` (or None) in the
+  channel layer's host config.
+- **redis-py 8 pool cap**: an asyncio pool holds at most 100 connections and *raises*
+  `MaxConnectionsError` instead of waiting. channels_redis does one `group_add` per handshake on
+  that pool, so about 100 handshakes in flight break sockets (HTTP 500 at the handshake) - seen
+  with the plain-Channels baseline under uvicorn. The fan-out and workers workloads keep 25
+  handshakes in flight; the idle workload keeps 100 and reports what breaks.
+- Sockets the server drops while a room fills up are reopened before the measurement starts
+  (`reopened_before_start`); sockets lost during it are counted (`lost_sockets`) and the verdict
+  says MISSED.
 """

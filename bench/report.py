@@ -42,9 +42,13 @@ def _delivered(r: dict[str, Any]) -> str:
     for key in keys:
         if r.get(key):
             extra.append(f"{key}={r[key]}")
+    if r.get("connect_errors"):
+        extra.append(f"handshakes failed: {sum(r['connect_errors'].values())}")
     if r.get("stalled"):
         extra.append("stalled: no delivery for 15 s")
     text = f"{r['received']:,}/{r['expected']:,}"
+    if "connected" in r:
+        text += f" on {r['connected']:,} sockets"
     return text + (f" ({', '.join(extra)})" if extra else "")
 
 

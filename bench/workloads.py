@@ -274,7 +274,7 @@ def push(prep: dict, quick: bool, servers=("daphne", "uvicorn")) -> dict[str, An
                 server = _start(stack, server_kind, SERVICE_APP, env)
                 url = f"ws://127.0.0.1:{server.port}/ws/notifications/"
                 conn = _connect(clients, url, "notif", tag, [headers_for(prep, server.port, range(n))])
-                if conn["connected"] != n:
+                if conn["connected"] < n * 0.9:
                     raise RuntimeError(f"push: {conn['connected']}/{n} connected: {conn['errors']}")
                 clients.all("settle", [(0.3, 10.0)])
                 reopened = _heal(clients, 0.3)
@@ -295,6 +295,8 @@ def push(prep: dict, quick: bool, servers=("daphne", "uvicorn")) -> dict[str, An
                 "rate_per_s": rate,
                 "duration_s": seconds,
                 "connect_s": round(conn["seconds"], 3),
+                "connected": conn["connected"],
+                "connect_errors": conn["errors"],
                 "reopened_before_start": reopened,
                 "driver": driver,
             }
@@ -318,7 +320,7 @@ def broadcast(prep: dict, quick: bool, servers=("daphne", "uvicorn")) -> dict[st
                 server = _start(stack, server_kind, SERVICE_APP, env)
                 url = f"ws://127.0.0.1:{server.port}/ws/notifications/"
                 conn = _connect(clients, url, "notif", tag, [headers_for(prep, server.port, range(n))])
-                if conn["connected"] != n:
+                if conn["connected"] < n * 0.9:
                     raise RuntimeError(f"broadcast: {conn['connected']}/{n} connected: {conn['errors']}")
                 clients.all("settle", [(0.5, 20.0)])
                 reopened = _heal(clients, 0.5)
@@ -337,6 +339,8 @@ def broadcast(prep: dict, quick: bool, servers=("daphne", "uvicorn")) -> dict[st
                 "users": n,
                 "recipients": driver["recipients"],
                 "connect_s": round(conn["seconds"], 3),
+                "connected": conn["connected"],
+                "connect_errors": conn["errors"],
                 "reopened_before_start": reopened,
                 "call_to_commit_ms": round((commit - driver["t_call"]) / 1e6, 2),
                 "commit_to_return_ms": round((driver["t_return"] - commit) / 1e6, 2),
