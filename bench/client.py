@@ -179,26 +179,25 @@ class Client:
 
         async def one(i: int, h: list[tuple[str, str]]) -> None:
             async with gate:
-                sock_holder: list[Sock] = []
-
-                def factory() -> Sock:
-                    sock = Sock(rec)
-                    sock_holder.append(sock)
-                    return sock
-
-                try:
-                    await ws_connect(factory, url, extra_headers=h, websocket_handshake_timeout=timeout)
-                    await asyncio.wait_for(sock_holder[0].welcome, timeout)
-                except Exception as exc:
-                    key = type(exc).__name__ + (f": {exc}"[:120] if str(exc) else "")
-                    errors[key] = errors.get(key, 0) + 1
-                    if sock_holder and sock_holder[0].transport is not None:
-                        sock_holder[0].transport.disconnect()
+                for attempt in range(3):  # a refused or broken handshake is retried twice
+                    sock = None
+                    try:
+                        _transport, sock = await ws_connect(
+                            lambda: Sock(rec), url, extra_headers=h, websocket_handshake_timeout=timeout
+                        )
+                        await asyncio.wait_for(sock.welcome, timeout)
+                    except Exception as exc:
+                        key = type(exc).__name__ + (f": {exc}"[:120] if str(exc) else "")
+                        errors[key] = errors.get(key, 0) + 1
+                        if sock is not None and sock.transport is not None:
+                            sock.transport.disconnect()
+                        await asyncio.sleep(0.2 * (attempt + 1))
+                        continue
+                    sock.index = i
+                    sock.headers = h
+                    self.socks.append(sock)
+                    done_at.append(now_ns())
                     return
-                sock_holder[0].index = i
-                sock_holder[0].headers = h
-                self.socks.append(sock_holder[0])
-                done_at.append(now_ns())
 
         start = now_ns()
         await asyncio.gather(*(one(i, [tuple(x) for x in h]) for i, h in enumerate(headers)))
