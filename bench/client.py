@@ -205,10 +205,10 @@ class Client:
         self.socks.sort(key=lambda s: s.index)
         end = max(done_at) if done_at else now_ns()
         return {
-            "connected": len(self.socks),
+            "connected": len(done_at),  # by this call
             "errors": errors,
             "seconds": (end - start) / 1e9,
-            "handshakes_per_s": len(self.socks) / ((end - start) / 1e9) if end > start else 0.0,
+            "handshakes_per_s": len(done_at) / ((end - start) / 1e9) if end > start else 0.0,
         }
 
     async def heal(self, rounds: int = 3) -> dict[str, Any]:
