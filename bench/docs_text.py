@@ -132,6 +132,11 @@ machine before comparing across runs. Ratios within one run are the figures to c
   stopped accepting new sockets at about 4,080 of 10,000 (the count of established connections did
   not move for 20 s) and the run was stopped. The cause is not isolated yet; the two redis-py
   limits above are the first suspects. Not yet re-run to completion.
+- **Push driver is the limit of the push workload so far**: one sync driver process calling
+  `notify()` reached 47/s (daphne) and 62/s (uvicorn) of the 200/s asked, with `notify()` itself
+  taking 15 ms at p50 on the loaded machine (several queries, an advisory lock and a synchronous
+  `group_send` per call). The latency figures are therefore at about a quarter of the asked load.
+  Next step: several driver processes, or an async driver.
 - Sockets the server drops while a room fills up are reopened before the measurement starts
   (`reopened_before_start`); sockets lost during it are counted (`lost_sockets`) and the verdict
   says MISSED.
