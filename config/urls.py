@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from chat import api as chat_api
 from notifications import api as notifications_api
 from realtime import views as realtime_views
 
@@ -13,6 +14,8 @@ urlpatterns = [
     path("api/notifications/", notifications_api.inbox),
     path("api/notifications/unread-count/", notifications_api.unread_count),
     path("api/notifications/read/", notifications_api.mark_read),
+    path("api/chat/rooms/", chat_api.rooms),
+    path("api/chat/rooms/<str:slug>/messages/", chat_api.messages),
     path("healthz", realtime_views.healthz),
     path("readyz", realtime_views.readyz),
 ]
