@@ -104,6 +104,7 @@ class ChatConsumer(RealtimeConsumer):
 
     # --- client frames ---------------------------------------------------------------
     async def frame_message(self, frame: ChatPost) -> None:
+        self._require_room()
         if not await ratelimit.allow_post(user_id=self.user.pk, room_id=self.room.pk):
             await self.send_error(ErrorCode.RATE_LIMITED, "too many messages, slow down", frame.ref)
             if self.abuse.hit():
@@ -128,6 +129,7 @@ class ChatConsumer(RealtimeConsumer):
                 )
 
     async def frame_typing(self, frame: Typing) -> None:
+        self._require_room()
         now = time.monotonic()
         if now - self.last_typing < settings.CHAT_TYPING_INTERVAL_SECONDS:
             return  # advisory and frequent: extra ones are dropped, not refused
@@ -137,6 +139,7 @@ class ChatConsumer(RealtimeConsumer):
         )
 
     async def frame_resume(self, frame: Resume) -> None:
+        self._require_room()
         limit = settings.CHAT_REPLAY_LIMIT
         # Ids the client says it has count as delivered.
         if frame.after > self.live_from:
@@ -177,6 +180,11 @@ class ChatConsumer(RealtimeConsumer):
         await self.send_frame(frame)
 
     # --- helpers ------------------------------------------------------------------------
+    def _require_room(self) -> None:
+        # Frames that race the 4403/4404 close of a socket never admitted to a room.
+        if self.room is None:
+            raise FrameError(ErrorCode.FORBIDDEN, "not in a room")
+
     async def _fill_gap(self, *, up_to: int) -> None:
         limit = settings.CHAT_REPLAY_LIMIT
         while self.cursor < up_to:

@@ -64,7 +64,7 @@ def _clean_client_id(client_id: object) -> str | None:
 
 def is_too_long(exc: ValidationError) -> bool:
     """True when `post_message` refused the body for its length alone."""
-    errors = exc.error_dict.get("body", []) if hasattr(exc, "error_dict") else [exc]
+    errors = exc.error_dict.get("body", []) if hasattr(exc, "error_dict") else exc.error_list
     return any(error.code == BODY_TOO_LONG for error in errors)
 
 
