@@ -153,6 +153,34 @@ async def test_a_live_push_that_overtakes_an_earlier_one_fills_the_gap(socket_fo
     await assert_quiet(socket)
 
 
+async def test_replay_racing_concurrent_posts_delivers_each_id_once(socket_for, alice, lobby, monkeypatch):
+    """Messages committed just before and just after the replay query both arrive exactly once."""
+    from chat import consumers, selectors
+
+    older = [(await post(room=lobby, author=alice, body=f"old{i}"))[0].id for i in range(3)]
+    raced: list[int] = []
+
+    def replay_with_writers_around_it(**kwargs):
+        # One writer commits before the replay's query (the replay includes it,
+        # so its live push must be dropped), another right after (only its live
+        # push can deliver it).
+        raced.append(services.post_message(room=lobby, author=alice, body="before query")[0].id)
+        rows = selectors.messages_after(**kwargs)
+        raced.append(services.post_message(room=lobby, author=alice, body="after query")[0].id)
+        return rows
+
+    socket, _ = await enter(socket_for, alice)
+    monkeypatch.setattr(consumers, "messages_after", sync_to_async(replay_with_writers_around_it))
+    await socket.send_json_to({"type": "resume", "after": 0})
+    ids: list[int] = []
+    while (frame := await socket.receive_json_from())["type"] == "message":
+        ids.append(frame["message"]["id"])
+    assert frame == {"type": "replay_done", "last_id": raced[0], "more": False}
+    ids.append((await receive_type(socket, "message"))["message"]["id"])
+    await assert_quiet(socket)
+    assert ids == [*older, *raced]
+
+
 async def test_duplicate_client_id_stores_one_row_and_answers_only_the_sender(socket_for, alice, bob, lobby):
     """Re-sending a client_id stores nothing; the sender alone gets the original back."""
     bobs, _ = await enter(socket_for, bob)
