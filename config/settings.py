@@ -207,6 +207,22 @@ CHAT_HISTORY = env_int("CHAT_HISTORY", 50, minimum=0)
 # How often a worker re-adds its channel-layer group memberships (they expire,
 # and a restarted Redis forgets them).
 HUB_REFRESH_SECONDS = env_float("HUB_REFRESH_SECONDS", 60.0, minimum=0.05)
+CHAT_REPLAY_LIMIT = env_int("CHAT_REPLAY_LIMIT", 100, minimum=1)
+# This many `rate_limited` answers within the window close the socket with 4429.
+CHAT_ABUSE_LIMIT = env_int("CHAT_ABUSE_LIMIT", 20, minimum=1)
+CHAT_ABUSE_WINDOW_SECONDS = env_float("CHAT_ABUSE_WINDOW_SECONDS", 10.0, minimum=0.001)
+# Extra `typing` frames from one socket within this interval are dropped.
+CHAT_TYPING_INTERVAL_SECONDS = env_float("CHAT_TYPING_INTERVAL_SECONDS", 1.0, minimum=0.0)
+CHAT_RATE_KEY_PREFIX = env_str("CHAT_RATE_KEY_PREFIX", "chat-rate")
+
+# --- Presence (see realtime/presence.py) ---------------------------------------------
+PRESENCE_BACKEND = env_str(
+    "PRESENCE_BACKEND",
+    "realtime.presence.RedisPresence" if REDIS_URL else "realtime.presence.MemoryPresence",
+)
+PRESENCE_KEY_PREFIX = env_str("PRESENCE_KEY_PREFIX", "presence")
+PRESENCE_TTL_SECONDS = env_float("PRESENCE_TTL_SECONDS", 60.0, minimum=0.01)
+PRESENCE_HEARTBEAT_SECONDS = env_float("PRESENCE_HEARTBEAT_SECONDS", 15.0, minimum=0.01)
 
 # --- Internationalisation, static files -----------------------------------------
 LANGUAGE_CODE = "en-us"

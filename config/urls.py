@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from chat import api as chat_api
 from notifications import api as notifications_api
 from realtime import api as realtime_api
 from realtime import metrics as realtime_metrics
@@ -17,8 +18,9 @@ urlpatterns = [
     path("api/notifications/read/", notifications_api.mark_read),
     path("api/token/", realtime_api.token),
     path("api/publish/notifications/", notifications_api.publish_notification),
-    # Pending: POST /api/publish/chat/<slug>/ (API key) belongs to the chat app,
-    # built in parallel; it will use realtime.http.api_key_api like the one above.
+    path("api/publish/chat/<str:slug>/", chat_api.publish_message),
+    path("api/chat/rooms/", chat_api.rooms),
+    path("api/chat/rooms/<str:slug>/messages/", chat_api.messages),
     path("healthz", realtime_views.healthz),
     path("readyz", realtime_views.readyz),
     path("metrics", realtime_metrics.metrics_view),

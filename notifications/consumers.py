@@ -21,6 +21,7 @@ from django.core.exceptions import ValidationError
 from notifications import selectors, services
 from notifications.serializers import notification_dict
 from realtime.consumers import RealtimeConsumer
+from realtime.hub import encoded_once
 from realtime.protocol import (
     NOTIFICATION_FRAMES,
     ErrorCode,
@@ -36,6 +37,10 @@ inbox_state = database_sync_to_async(selectors.inbox_state)
 notifications_after = database_sync_to_async(selectors.notifications_after)
 mark_read = database_sync_to_async(services.mark_read)
 mark_all_read = database_sync_to_async(services.mark_all_read)
+
+
+def _notification_frame(event: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "notification", "notification": event["notification"]}
 
 
 class NotificationConsumer(RealtimeConsumer):
@@ -93,7 +98,7 @@ class NotificationConsumer(RealtimeConsumer):
             await self._fill_gap(up_to=notification["id"])
             return
         self.cursor = notification["id"]
-        await self.send_frame({"type": "notification", "notification": notification})
+        await self.send_encoded(encoded_once(event, _notification_frame))
 
     async def push_read(self, event: dict[str, Any]) -> None:
         await self.send_frame(

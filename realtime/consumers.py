@@ -311,8 +311,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self._run(self._event_handler(event), event)
 
     def _event_handler(self, event: dict[str, Any]):
-        # Event types are ours ("push.x" → push_x), never a client's.
-        return getattr(self, event["type"].replace(".", "_"))
+        # Event types are ours ("push.x" → push_x), never a client's. The user
+        # group carries events for every endpoint; those this one has no
+        # handler for (a notification, on a chat socket) are not for it.
+        return getattr(self, event["type"].replace(".", "_"), self._ignore)
+
+    async def _ignore(self, event: dict[str, Any]) -> None:
+        return None
 
     def needs_io(self) -> None:
         """Call before awaiting the database in an event handler."""

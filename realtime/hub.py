@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
@@ -42,11 +42,15 @@ def envelope(group: str, event: dict[str, Any]) -> dict[str, Any]:
     return {"type": HUB_EVENT, "group": group, "event": event}
 
 
-def encoded_frame(event: dict[str, Any]) -> str:
-    """The event's client frame as JSON text, encoded once per worker."""
+def encoded_once(event: dict[str, Any], build: Callable[[dict[str, Any]], dict[str, Any]]) -> str:
+    """The client frame `build(event)` as JSON text, encoded once per worker.
+
+    The hub hands the same event dict to every local socket, so the first
+    socket to need the text encodes it and the others reuse it.
+    """
     text = event.get("_text")
     if text is None:
-        text = event["_text"] = encode(event["frame"])
+        text = event["_text"] = encode(build(event))
     return text
 
 

@@ -70,3 +70,8 @@ async def asend(messages: Sequence[Message]) -> None:
             await layer.group_send(group, envelope(group, event))
 
     await asyncio.gather(*(one(group, event) for group, event in messages))
+
+
+async def publish(group: str, event: dict[str, Any]) -> None:
+    """Send an event that belongs to no transaction (typing, presence) right away."""
+    await get_channel_layer().group_send(group, envelope(group, event))

@@ -5,6 +5,8 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from chat.services import seed_demo_rooms
+
 DEMO_PASSWORD = "demo-pass-123"  # noqa: S105 - demo data for local runs, printed on purpose
 DEMO_USERS = [("alice", True), ("bob", False), ("carol", False), ("dave", False)]
 DEMO_GROUP = "staff-demo"
@@ -28,6 +30,8 @@ class Command(BaseCommand):
             user.save()
             if username in ("alice", "bob"):
                 user.groups.add(group)
+        rooms = seed_demo_rooms()
         self.stdout.write(f"Demo logins (password for all: {DEMO_PASSWORD}):")
         for username, is_admin in DEMO_USERS:
             self.stdout.write(f"  {username}{'  (admin)' if is_admin else ''}")
+        self.stdout.write("Chat rooms: " + ", ".join(f"/chat/{room.slug}/" for room in rooms))

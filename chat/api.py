@@ -1,0 +1,50 @@
+"""JSON API of chat rooms (see ../shared/CONTRACT.md, HTTP API)."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, JsonResponse
+
+from chat import selectors, services
+from chat.serializers import message_dict, room_dict
+from realtime.http import ApiError, api, api_key_api, int_param, json_body, page_limit
+
+
+@api("GET")
+def rooms(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"results": [room_dict(r) for r in selectors.visible_rooms(user=request.user)]})
+
+
+@api("GET")
+def messages(request: HttpRequest, slug: str) -> JsonResponse:
+    room = selectors.room_by_slug(slug=slug)
+    # A private room the user is not in answers exactly like a missing one,
+    # so the API does not reveal which private rooms exist.
+    if room is None or not selectors.can_join(room=room, user=request.user):
+        raise ApiError(404, "not_found", "no such room")
+    rows, next_before = selectors.history_page(
+        room=room, limit=page_limit(request), before=int_param(request, "before")
+    )
+    return JsonResponse(
+        {"results": [message_dict(m, room_slug=room.slug) for m in rows], "next_before": next_before}
+    )
+
+
+@api_key_api("POST")
+def publish_message(request: HttpRequest, slug: str) -> JsonResponse:
+    """A system message (no author) from another backend, through the same service."""
+    body = json_body(request)
+    unknown = sorted(set(body) - {"body"})
+    if unknown:
+        raise ApiError(400, "invalid_message", {name: "unknown field" for name in unknown})
+    if not isinstance(body.get("body"), str):
+        raise ApiError(400, "invalid_message", {"body": "a string is required"})
+    room = selectors.room_by_slug(slug=slug)
+    if room is None:
+        raise ApiError(404, "not_found", "no such room")
+    try:
+        message, _ = services.post_message(room=room, author=None, body=body["body"])
+    except ValidationError as exc:
+        status, code = (413, "too_large") if services.is_too_long(exc) else (400, "invalid_message")
+        raise ApiError(status, code, {"body": "; ".join(exc.messages)}) from None
+    return JsonResponse({"message": message_dict(message, room_slug=room.slug)}, status=201)

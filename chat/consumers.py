@@ -1,0 +1,244 @@
+"""`/ws/chat/<slug>/`: one chat room, live.
+
+Delivery is exactly once per socket, as on `/ws/notifications/`: `live_from`
+is the newest id of the room when the socket joined the room group, and every
+later id reaches it live; `cursor` is the highest id delivered. Each live
+`message` event carries the room's previous id: when that is above `cursor`,
+an earlier push is late or lost, and the socket reads the gap from the
+database in order. A `resume` replays from the database, skipping
+(live_from, cursor], which went out live.
+
+Presence (realtime.presence) is shared by every worker; this socket joins it
+after the room group, refreshes it on a heartbeat, and leaves it on close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+
+from chat import ratelimit, selectors, services
+from chat.serializers import message_dict, room_dict
+from realtime.consumers import CloseSocket, RealtimeConsumer
+from realtime.hub import encoded_once
+from realtime.presence import Change, get_presence
+from realtime.protocol import (
+    CHAT_FRAMES,
+    ChatPost,
+    CloseCode,
+    ErrorCode,
+    Event,
+    FrameError,
+    Resume,
+    Typing,
+    room_group,
+)
+from realtime.push import publish
+
+logger = logging.getLogger("chat.socket")
+
+# The database is reached only through these, each wrapped once.
+room_by_slug = database_sync_to_async(selectors.room_by_slug)
+can_join = database_sync_to_async(selectors.can_join)
+room_state = database_sync_to_async(selectors.room_state)
+messages_after = database_sync_to_async(selectors.messages_after)
+post_message = database_sync_to_async(services.post_message)
+
+
+def _message_frame(event: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "message", "message": event["message"]}
+
+
+class ChatConsumer(RealtimeConsumer):
+    frames = CHAT_FRAMES
+    endpoint = "chat"
+
+    room = None
+    present = False
+    presence_version = 0
+    _heartbeat: asyncio.Task | None = None
+
+    async def authenticated(self) -> None:
+        room = await room_by_slug(slug=self.scope["url_route"]["kwargs"]["slug"])
+        if room is None:
+            raise CloseSocket(CloseCode.NOT_FOUND, "no_such_room")
+        if not await can_join(room=room, user=self.user):
+            raise CloseSocket(CloseCode.FORBIDDEN, "forbidden")
+        self.room = room
+        self.group = room_group(room.pk)
+        self.username = self.user.get_username()
+        self.abuse = ratelimit.AbuseMeter()
+        self.last_typing = -math.inf
+        # Join before reading the state, so nothing committed in between is missed.
+        await self.join(self.group)
+        state = await room_state(room=room, history=settings.CHAT_HISTORY)
+        self.live_from = self.cursor = state.last_id or 0
+        change = await get_presence().join(self.group, socket=self.channel_name, user=self.username)
+        self.present = True
+        self.presence_version = change.version
+        await self.send_frame(
+            {
+                "type": "welcome",
+                "user": {"id": self.user.pk, "username": self.username},
+                "room": room_dict(room),
+                "messages": [message_dict(m, room_slug=room.slug) for m in state.messages],
+                "online": change.online,
+                "last_id": state.last_id,
+            }
+        )
+        # The welcome already told this socket; everyone else hears it now.
+        await self._announce(change, origin=self.channel_name)
+        self._heartbeat = asyncio.ensure_future(self._beat())
+
+    async def left(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if not self.present:
+            return
+        self.present = False
+        try:
+            change = await get_presence().leave(self.group, socket=self.channel_name, user=self.username)
+            await self._announce(change, origin=self.channel_name)
+        except Exception:
+            # The entry expires by itself (PRESENCE_TTL_SECONDS).
+            logger.warning("presence leave failed room=%s", self.room.pk, exc_info=True)
+
+    # --- client frames ---------------------------------------------------------------
+    async def frame_message(self, frame: ChatPost) -> None:
+        self._require_room()
+        if not await ratelimit.allow_post(user_id=self.user.pk, room_id=self.room.pk):
+            await self.send_error(ErrorCode.RATE_LIMITED, "too many messages, slow down", frame.ref)
+            if self.abuse.hit():
+                raise CloseSocket(CloseCode.RATE_LIMITED, "rate_limited")
+            return
+        try:
+            message, created = await post_message(
+                room=self.room, author=self.user, body=frame.body, client_id=frame.client_id
+            )
+        except ValidationError as exc:
+            code = ErrorCode.TOO_LARGE if services.is_too_long(exc) else ErrorCode.INVALID_MESSAGE
+            raise FrameError(code, "; ".join(exc.messages), ref=frame.ref) from None
+        except PermissionDenied:
+            raise FrameError(ErrorCode.FORBIDDEN, "you may not post in this room", ref=frame.ref) from None
+        if not created:
+            # A re-send: answer this socket alone with the original.
+            if message.is_deleted:
+                await self.send_frame({"type": "message_deleted", "id": message.id})
+            else:
+                await self.send_frame(
+                    {"type": "message", "message": message_dict(message, room_slug=self.room.slug)}
+                )
+
+    async def frame_typing(self, frame: Typing) -> None:
+        self._require_room()
+        now = time.monotonic()
+        if now - self.last_typing < settings.CHAT_TYPING_INTERVAL_SECONDS:
+            return  # advisory and frequent: extra ones are dropped, not refused
+        self.last_typing = now
+        await publish(self.group, {"type": Event.TYPING, "user": self.username, "origin": self.channel_name})
+
+    async def frame_resume(self, frame: Resume) -> None:
+        self._require_room()
+        limit = settings.CHAT_REPLAY_LIMIT
+        # Ids the client says it has count as delivered.
+        if frame.after > self.live_from:
+            self.cursor = max(self.cursor, frame.after)
+        rows = await messages_after(
+            room=self.room, after=frame.after, limit=limit + 1, skip=(self.live_from, self.cursor)
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        for row in rows:
+            await self._deliver(row)
+        last_id = rows[-1].id if more else (max(frame.after, self.cursor) or None)
+        await self.send_frame({"type": "replay_done", "last_id": last_id, "more": more})
+
+    # --- channel-layer events ------------------------------------------------------------
+    async def push_message(self, event: dict[str, Any]) -> None:
+        message = event["message"]
+        if message["id"] <= self.cursor:
+            return  # already delivered by a replay or a gap fill
+        if (event.get("prev_id") or 0) > self.cursor:
+            self.needs_io()
+            await self._fill_gap(up_to=message["id"])
+            return
+        self.cursor = message["id"]
+        # The same text for every socket of the room on this worker.
+        await self.send_encoded(encoded_once(event, _message_frame))
+
+    async def push_message_deleted(self, event: dict[str, Any]) -> None:
+        await self.send_frame({"type": "message_deleted", "id": event["id"]})
+
+    async def push_typing(self, event: dict[str, Any]) -> None:
+        if event.get("origin") != self.channel_name:
+            await self.send_frame({"type": "typing", "user": event["user"]})
+
+    async def push_presence(self, event: dict[str, Any]) -> None:
+        if event.get("origin") == self.channel_name or event["version"] < self.presence_version:
+            return  # its own news, or older than what this socket already showed
+        self.presence_version = event["version"]
+        frame: dict[str, Any] = {"type": "presence", "online": event["online"]}
+        frame[event["change"]] = event["user"]
+        await self.send_frame(frame)
+
+    # --- helpers ------------------------------------------------------------------------
+    def _require_room(self) -> None:
+        # Frames that race the 4403/4404 close of a socket never admitted to a room.
+        if self.room is None:
+            raise FrameError(ErrorCode.FORBIDDEN, "not in a room")
+
+    async def _fill_gap(self, *, up_to: int) -> None:
+        limit = settings.CHAT_REPLAY_LIMIT
+        while self.cursor < up_to:
+            rows = await messages_after(room=self.room, after=self.cursor, limit=limit, up_to=up_to)
+            if not rows:
+                break
+            for row in rows:
+                await self._deliver(row)
+        # Writers to a room are serialized by its row lock, so once `up_to` has
+        # committed every smaller id has too: what the read did not return was deleted.
+        self.cursor = max(self.cursor, up_to)
+
+    async def _deliver(self, row) -> None:
+        if self.live_from < row.id <= self.cursor:
+            return  # went out live while this replay was reading
+        self.cursor = max(self.cursor, row.id)
+        await self.send_frame({"type": "message", "message": message_dict(row, room_slug=self.room.slug)})
+
+    async def _announce(self, change: Change, *, origin: str | None) -> None:
+        """Tell the room about users who came online or went offline."""
+        events = [("joined", user) for user in change.joined] + [("left", user) for user in change.left]
+        for kind, user in events:
+            await publish(
+                self.group,
+                {
+                    "type": Event.PRESENCE,
+                    "online": change.online,
+                    "change": kind,
+                    "user": user,
+                    "origin": origin,
+                    "version": change.version,
+                },
+            )
+
+    async def _beat(self) -> None:
+        """Refresh this socket's presence entry until the socket closes."""
+        while True:
+            await asyncio.sleep(settings.PRESENCE_HEARTBEAT_SECONDS)
+            try:
+                change = await get_presence().heartbeat(
+                    self.group, socket=self.channel_name, user=self.username
+                )
+                # No origin: this socket also needs to hear about expired users.
+                await self._announce(change, origin=None)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("presence heartbeat failed room=%s", self.room.pk, exc_info=True)
