@@ -110,7 +110,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             self._auth_timer.cancel()
             self._auth_timer = None
         logger.info("socket open endpoint=%s user=%s", self.endpoint, user.pk)
-        await self.authenticated()
+        try:
+            await self.authenticated()
+        except UNAVAILABLE_ERRORS:
+            # Without its groups or its welcome the socket would sit silent;
+            # closing makes the client retry (and resume) once we are back.
+            logger.warning("backing service unavailable at start endpoint=%s", self.endpoint, exc_info=True)
+            raise CloseSocket(CloseCode.SERVER_ERROR, "unavailable") from None
 
     # --- hooks for subclasses ------------------------------------------------------
     async def authenticated(self) -> None:
