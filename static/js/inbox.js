@@ -126,7 +126,7 @@
   document.getElementById("mark-all").addEventListener("click", markAll);
 
   socket.addEventListener("state", (e) => {
-    state.textContent = e.detail;
+    state.textContent = RealtimeSocket.stateLabel(e.detail);
     state.dataset.state = e.detail;
   });
   socket.addEventListener("welcome", (e) => showUnread(e.detail.unread));

@@ -288,6 +288,8 @@
     }
   }
 
+  const LABELS = { connecting: "connecting…", open: "live", reconnecting: "reconnecting…", offline: "offline" };
+  RealtimeSocket.stateLabel = (state) => LABELS[state] || state;
   RealtimeSocket.randomId = randomId;
   window.RealtimeSocket = RealtimeSocket;
 })();

@@ -212,7 +212,7 @@
 
   // --- socket events -----------------------------------------------------------------
   socket.addEventListener("state", (e) => {
-    stateEl.textContent = e.detail === "open" ? "live" : e.detail;
+    stateEl.textContent = RealtimeSocket.stateLabel(e.detail);
     stateEl.dataset.state = e.detail;
     refreshPendingLabels();
   });
