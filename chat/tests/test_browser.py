@@ -12,9 +12,13 @@ import pytest
 from channels.db import database_sync_to_async
 from playwright.async_api import expect
 
-from chat import services
-from chat.models import Message
 from conftest import save_screenshot
+
+try:
+    from chat import services
+    from chat.models import Message
+except ImportError:  # the chat app is not merged yet: every test here fails (see `room`), none is skipped
+    services = Message = None
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -23,7 +27,9 @@ XSS = "<img src=x onerror=alert(1)>"
 SETTLED = "window.chatSocket.state === 'open' && window.chatSocket.synced"
 FAST_RETRY = {"baseDelay": 200, "maxDelay": 1000}
 
-post = database_sync_to_async(services.post_message)
+
+async def post(**kwargs):
+    return await database_sync_to_async(services.post_message)(**kwargs)
 
 
 @database_sync_to_async
@@ -33,6 +39,8 @@ def bodies(room) -> list[str]:
 
 @pytest.fixture
 def room(db):
+    if services is None:
+        pytest.fail("the chat app (chat.services, /ws/chat/) is not on this branch yet: merge main")
     return services.create_room(slug="lobby", title="Lobby")
 
 

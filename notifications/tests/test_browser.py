@@ -76,6 +76,11 @@ async def test_service_push_updates_bell_and_inbox_without_reload(browser_as, al
 
 async def test_admin_form_send_updates_the_recipients_pages(browser_as, admin_user, bob):
     """The admin stays usable for sending while pages update live (one server: no Redis needed)."""
+    await notify(users=bob, title="Welcome to Relay", body="Your inbox lives here.", url="/chat/")
+    await database_sync_to_async(services.mark_all_read)(user=bob)
+    await notify(
+        users=bob, title="Nightly backup failed", body="db-2: disk full at 03:12 UTC.", level="error"
+    )
     admin = await browser_as(admin_user)
     recipient = await browser_as(bob)
     inbox = await recipient.page("/notifications/")
@@ -90,11 +95,13 @@ async def test_admin_form_send_updates_the_recipients_pages(browser_as, admin_us
     await form.get_by_role("button", name="Send").click()
     await expect(form.locator(".messagelist")).to_contain_text("Sent to 1 users.")
 
-    await expect(inbox.locator("#bell-badge")).to_have_text("1")
-    item = inbox.locator("#inbox li")
-    await expect(item).to_have_count(1)
-    await expect(item.locator(".note-title")).to_have_text("Maintenance tonight")
-    await expect(item).to_have_class(re.compile(r"\blevel-warning\b"))
+    await expect(inbox.locator("#bell-badge")).to_have_text("2")
+    items = inbox.locator("#inbox li")
+    await expect(items.locator(".note-title")).to_have_text(
+        ["Maintenance tonight", "Nightly backup failed", "Welcome to Relay"]
+    )
+    await expect(items.first).to_have_class(re.compile(r"\blevel-warning\b"))
+    await expect(inbox.locator("#unread-summary")).to_have_text("2 unread")
     await save_screenshot(inbox, "inbox")
 
 
