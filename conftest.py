@@ -21,6 +21,9 @@ from django.test import Client
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ORIGIN = "http://localhost:8000"
 DEMO_PASSWORD = "correct horse battery"
+# How long a test waits for a frame before failing. Generous on purpose: it
+# bounds a hang, it does not measure speed (the machine may be busy).
+WAIT = 10.0
 
 
 def pytest_configure(config):
@@ -114,7 +117,7 @@ async def socket_for():
             pass
 
 
-async def receive_type(communicator: WebsocketCommunicator, kind: str, wait: float = 5):
+async def receive_type(communicator: WebsocketCommunicator, kind: str, wait: float = WAIT):
     """The next frame, asserting its type."""
     frame = await communicator.receive_json_from(timeout=wait)
     assert frame["type"] == kind, frame

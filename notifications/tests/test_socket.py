@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from asgiref.sync import sync_to_async
 
-from conftest import receive_type
+from conftest import WAIT, receive_type
 from notifications import services
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -17,7 +17,7 @@ async def test_anonymous_socket_is_closed_with_4401(socket_for, settings):
     """A socket with no credentials is closed 4401 once the deadline passes."""
     settings.WS_AUTH_TIMEOUT_SECONDS = 0.2
     socket = await socket_for("/ws/notifications/")
-    output = await socket.receive_output(timeout=5)
+    output = await socket.receive_output(timeout=WAIT)
     assert output == {"type": "websocket.close", "code": 4401, "reason": "not_authenticated"}
 
 
@@ -75,7 +75,7 @@ async def test_every_socket_of_the_user_gets_it_and_nobody_else(socket_for, alic
         assert frame["notification"]["id"] == created[0].id
     # Bob's next frame is the answer to his ping: nothing came before it.
     await bobs.send_json_to({"type": "ping"})
-    assert await bobs.receive_json_from() == {"type": "pong"}
+    assert await bobs.receive_json_from(timeout=WAIT) == {"type": "pong"}
 
 
 async def test_rolled_back_transaction_pushes_nothing(socket_for, alice):
@@ -93,7 +93,7 @@ async def test_rolled_back_transaction_pushes_nothing(socket_for, alice):
     await receive_type(socket, "welcome")
     await sync_to_async(notify_then_fail)()
     await socket.send_json_to({"type": "ping"})
-    assert await socket.receive_json_from() == {"type": "pong"}
+    assert await socket.receive_json_from(timeout=WAIT) == {"type": "pong"}
     assert not await sync_to_async(Notification.objects.filter(title="never").exists)()
 
 
@@ -107,7 +107,7 @@ async def test_resume_replays_exactly_the_missing_ids_in_order(socket_for, alice
     after = created[1]
     while True:
         await socket.send_json_to({"type": "resume", "after": after})
-        while (frame := await socket.receive_json_from())["type"] == "notification":
+        while (frame := await socket.receive_json_from(timeout=WAIT))["type"] == "notification":
             got.append(frame["notification"]["id"])
         assert frame["type"] == "replay_done"
         after = frame["last_id"]
@@ -138,13 +138,13 @@ async def test_replay_racing_a_concurrent_notify_delivers_each_id_once(socket_fo
     monkeypatch.setattr(consumers, "notifications_after", sync_to_async(replay_with_writers_around_it))
     await socket.send_json_to({"type": "resume", "after": 0})
     ids: list[int] = []
-    while (frame := await socket.receive_json_from())["type"] == "notification":
+    while (frame := await socket.receive_json_from(timeout=WAIT))["type"] == "notification":
         ids.append(frame["notification"]["id"])
     assert frame == {"type": "replay_done", "last_id": raced[0], "more": False}
     # The "after query" one arrives live; a ping's pong proves nothing else follows.
     ids.append((await receive_type(socket, "notification"))["notification"]["id"])
     await socket.send_json_to({"type": "ping"})
-    assert await socket.receive_json_from() == {"type": "pong"}
+    assert await socket.receive_json_from(timeout=WAIT) == {"type": "pong"}
     assert ids == [*older, *raced]
 
 
@@ -177,7 +177,7 @@ async def test_a_live_push_that_overtakes_an_earlier_one_fills_the_gap(socket_fo
     late = {"type": Event.NOTIFICATION, "notification": notification_dict(first), "prev_id": None}
     await get_channel_layer().group_send(user_group(alice.id), envelope(user_group(alice.id), late))
     await socket.send_json_to({"type": "ping"})
-    assert await socket.receive_json_from() == {"type": "pong"}
+    assert await socket.receive_json_from(timeout=WAIT) == {"type": "pong"}
 
 
 async def test_mark_read_on_one_socket_updates_the_other(socket_for, alice):
@@ -190,7 +190,7 @@ async def test_mark_read_on_one_socket_updates_the_other(socket_for, alice):
         assert (await receive_type(socket, "welcome"))["unread"] == 2
     await tab1.send_json_to({"type": "mark_read", "ids": [created[0].id]})
     for socket in (tab1, tab2):
-        assert await socket.receive_json_from() == {
+        assert await socket.receive_json_from(timeout=WAIT) == {
             "type": "read",
             "ids": [created[0].id],
             "all": False,
@@ -198,7 +198,12 @@ async def test_mark_read_on_one_socket_updates_the_other(socket_for, alice):
         }
     await tab2.send_json_to({"type": "mark_all_read"})
     for socket in (tab1, tab2):
-        assert await socket.receive_json_from() == {"type": "read", "ids": [], "all": True, "unread": 0}
+        assert await socket.receive_json_from(timeout=WAIT) == {
+            "type": "read",
+            "ids": [],
+            "all": True,
+            "unread": 0,
+        }
 
 
 async def test_mark_read_ignores_other_users_notifications(socket_for, alice, bob):
@@ -265,7 +270,7 @@ async def test_frame_over_the_size_limit_closes_with_1009(socket_for, alice, set
     socket = await socket_for("/ws/notifications/", alice)
     await receive_type(socket, "welcome")
     await socket.send_to(text_data='{"type": "ping", "pad": "' + "x" * settings.WS_MAX_FRAME_BYTES + '"}')
-    assert (await socket.receive_output())["code"] == 1009
+    assert (await socket.receive_output(timeout=WAIT))["code"] == 1009
 
 
 async def test_frames_before_authentication_get_not_authenticated(socket_for):
@@ -274,11 +279,11 @@ async def test_frames_before_authentication_get_not_authenticated(socket_for):
     await socket.send_json_to({"type": "resume", "after": 0})
     assert (await receive_type(socket, "error"))["code"] == "not_authenticated"
     await socket.send_json_to({"type": "ping"})
-    assert await socket.receive_json_from() == {"type": "pong"}
+    assert await socket.receive_json_from(timeout=WAIT) == {"type": "pong"}
 
 
 async def test_no_origin_with_only_a_cookie_is_not_authenticated(socket_for, alice, settings):
     """A client that sends no Origin cannot use the session cookie."""
     settings.WS_AUTH_TIMEOUT_SECONDS = 0.2
     socket = await socket_for("/ws/notifications/", alice, origin=None)
-    assert (await socket.receive_output())["code"] == 4401
+    assert (await socket.receive_output(timeout=WAIT))["code"] == 4401
