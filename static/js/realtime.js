@@ -123,6 +123,8 @@
     connect() {
       if (this.stopped) return;
       this.setState(this.lastId === null && this.attempt === 0 ? "connecting" : "reconnecting");
+      clearTimeout(this.timer);
+      this.drop(); // never two sockets at once
       let ws;
       try {
         ws = new WebSocket(this.url());
@@ -132,7 +134,9 @@
       }
       this.ws = ws;
       this.synced = false;
-      ws.onopen = () => this.startHeartbeat();
+      ws.onopen = () => {
+        if (ws === this.ws) this.startHeartbeat();
+      };
       ws.onmessage = (e) => {
         if (ws !== this.ws) return;
         this.lastFrameAt = Date.now();
