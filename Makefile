@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench clean venv-dev
+.PHONY: run test lint format bench clean venv-dev stack stack-stop stack-status nginx
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,5 +51,31 @@ format: $(BIN)/.installed-dev
 bench: $(BIN)/.installed-dev
 	$(BIN)/python -m bench
 
+# The docker-compose topology on this machine, without Docker: the local
+# PostgreSQL and Redis, migrate, two daphne workers (STACK_PORTS) and nginx on
+# STACK_PROXY_PORT when it is installed (installed here from Debian's packages
+# when we are root). Pids and logs in .stack/; `make stack-stop` drains it.
+STACK_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/relay_stack
+STACK_REDIS_URL ?= redis://127.0.0.1:6379/1
+export STACK_PORTS ?= 8101,8102
+export STACK_PROXY_PORT ?= 8100
+
+nginx:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] \
+		|| { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+			&& DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+			&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; } \
+		|| echo "nginx unavailable: the stack serves from the workers directly"
+
+stack: $(BIN)/.installed nginx
+	DATABASE_URL=$${DATABASE_URL:-$(STACK_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(STACK_REDIS_URL)} \
+		$(BIN)/python deploy/stack.py start
+
+stack-stop:
+	$(BIN)/python deploy/stack.py stop
+
+stack-status:
+	$(BIN)/python deploy/stack.py status
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles .test.sqlite3
+	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles .test.sqlite3 .stack

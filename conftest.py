@@ -192,7 +192,10 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """daphne serving `config.asgi:application` on one loopback port; can be stopped and started again."""
+    """A worker (`python -m realtime.serve`, daphne with a graceful drain) on one loopback port.
+
+    It can be stopped (SIGTERM: open sockets get 1012) and started again on the same port.
+    """
 
     def __init__(self, env: dict[str, str], log_name: str) -> None:
         self.port = free_port()
@@ -212,7 +215,7 @@ class LiveServer:
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "daphne",
+            "realtime.serve",  # daphne with the graceful drain: SIGTERM closes sockets with 1012
             "-b",
             "127.0.0.1",
             "-p",
@@ -297,6 +300,7 @@ def server_env(tag: str) -> dict[str, str]:
         # Keys of this test's own in a shared Redis (presence, rate limits).
         PRESENCE_KEY_PREFIX=f"test-presence-{tag}",
         CHAT_RATE_KEY_PREFIX=f"test-rate-{tag}",
+        DRAIN_GRACE_SECONDS="0.2",  # a test restart need not wait for a proxy to notice
         LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",
     )

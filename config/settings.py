@@ -96,14 +96,52 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer ----------------------------------------------------------------
+# REDIS_URL (one Redis) or REDIS_SENTINELS (Redis with Sentinel, for high
+# availability) turns on the Redis layer that carries group messages between
+# worker processes and machines. See README, "Production".
 REDIS_URL = env_str("REDIS_URL")
-if REDIS_URL:
+REDIS_SENTINELS = env_list("REDIS_SENTINELS", [])
+REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER", "mymaster")
+# "pubsub" (RedisPubSubChannelLayer, the default) or "core" (RedisChannelLayer,
+# sorted sets with capacity and expiry). Pub/sub measured 4-15x faster
+# (deploy/layer_compare.py, README "Production"); neither guarantees delivery,
+# and the protocol does not need it: sockets fill gaps from the database.
+CHANNEL_LAYER_BACKEND = env_str("CHANNEL_LAYER_BACKEND", "pubsub").lower()
+_LAYER_CLASSES = {
+    "core": "channels_redis.core.RedisChannelLayer",
+    "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+}
+if CHANNEL_LAYER_BACKEND not in _LAYER_CLASSES:
+    raise ImproperlyConfigured(f"CHANNEL_LAYER_BACKEND must be one of {sorted(_LAYER_CLASSES)}")
+
+
+def _sentinel_host(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ImproperlyConfigured("REDIS_SENTINELS must be host:port[,host:port...]")
+    return host, int(port)
+
+
+if REDIS_SENTINELS:
+    # channels_redis builds a SentinelConnectionPool from a dict with
+    # master_name and sentinels; the other keys go to each master connection.
+    _redis_host: dict | str = {
+        "master_name": REDIS_SENTINEL_MASTER,
+        "sentinels": [_sentinel_host(address) for address in REDIS_SENTINELS],
+        "db": env_int("REDIS_SENTINEL_DB", 0),
+    }
+    if env_str("REDIS_PASSWORD"):  # the master's; sentinels are asked without one
+        _redis_host["password"] = env_str("REDIS_PASSWORD")
+else:
+    _redis_host = REDIS_URL
+if _redis_host:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": _LAYER_CLASSES[CHANNEL_LAYER_BACKEND],
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": [_redis_host],
                 "prefix": env_str("CHANNEL_LAYER_PREFIX", "asgi"),
+                # Read by the core layer only; the pub/sub layer has no queues.
                 "capacity": env_int("CHANNEL_LAYER_CAPACITY", 1000, minimum=1),
                 "expiry": env_int("CHANNEL_LAYER_EXPIRY", 60, minimum=1),
             },
@@ -157,16 +195,31 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # `collectstatic` (the default in debug; the browser tests turn it on too).
 WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", DEBUG)
 
-# --- Logging: one line per event, never a secret (see realtime.logging) --------
+# --- Logging: one line per event, never a secret (see realtime.logs) -----------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+# "plain" (key=value lines for people) or "json" (one object per line for a
+# log pipeline); both carry the same fields.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured("LOG_FORMAT must be plain or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "realtime.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
     },
 }
+
+# --- Graceful drain on SIGTERM (realtime/serve.py) ----------------------------------
+# Sockets stay open this long after SIGTERM (in-flight work finishes, the proxy
+# notices the closed port), then get 1012 and reconnect to another worker.
+DRAIN_GRACE_SECONDS = env_float("DRAIN_GRACE_SECONDS", 2.0)
+# How long to wait for the clients to answer the close before exiting anyway.
+DRAIN_CLOSE_TIMEOUT_SECONDS = env_float("DRAIN_CLOSE_TIMEOUT_SECONDS", 5.0, minimum=0.1)
 CSRF_FAILURE_VIEW = "realtime.http.csrf_failure"

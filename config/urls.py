@@ -3,6 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from notifications import api as notifications_api
+from realtime import metrics as realtime_metrics
 from realtime import views as realtime_views
 
 urlpatterns = [
@@ -16,4 +17,5 @@ urlpatterns = [
     path("api/notifications/read/", notifications_api.mark_read),
     path("healthz", realtime_views.healthz),
     path("readyz", realtime_views.readyz),
+    path("metrics", realtime_metrics.metrics_view),
 ]

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from realtime import drain, observe
 from realtime.errors import UNAVAILABLE_ERRORS
 from realtime.hub import get_hub
 from realtime.protocol import (
@@ -82,6 +83,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.closed = False
         self._auth_timer: asyncio.Task | None = None
         await self.accept()
+        observe.socket_accepted(self)  # metrics
+        if not drain.register(self):  # this worker is shutting down: reconnect elsewhere
+            await self.close_with(CloseCode.RESTARTING, "server_restarting")
+            return
         user = self.scope.get("user")
         if user is not None and user.is_authenticated:
             await self._run(self._start, user)
@@ -90,6 +95,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.closed = True
+        drain.unregister(self)
+        observe.socket_closed(self, code)  # metrics and the close log line
         if self._auth_timer is not None:
             self._auth_timer.cancel()
         hub = get_hub()
@@ -97,7 +104,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await hub.unsubscribe(group, self)
         if self.user is not None:
             await self.left()
-            logger.info("socket closed endpoint=%s user=%s code=%s", self.endpoint, self.user.pk, code)
 
     async def _auth_deadline(self) -> None:
         await asyncio.sleep(settings.WS_AUTH_TIMEOUT_SECONDS)
@@ -109,7 +115,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if self._auth_timer is not None:
             self._auth_timer.cancel()
             self._auth_timer = None
-        logger.info("socket open endpoint=%s user=%s", self.endpoint, user.pk)
+        observe.socket_authenticated(self)  # the open log line
         try:
             await self.authenticated()
         except UNAVAILABLE_ERRORS:
@@ -151,6 +157,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         await self._run(self._handle, frame, ref=frame.ref)
 
     async def _handle(self, frame: ClientFrame) -> None:
+        observe.frame_in(self, frame.type)  # metrics
         if isinstance(frame, Ping):
             await self.send_frame({"type": "pong"})
         elif isinstance(frame, Auth):
@@ -182,14 +189,17 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     # --- frames out ----------------------------------------------------------------
     async def send_frame(self, frame: Mapping[str, Any]) -> None:
         if not self.closed:
+            observe.frame_out(self, frame)  # metrics
             await self.send(text_data=encode(frame))
 
     async def send_encoded(self, text: str) -> None:
         """Send a frame that was encoded once for many sockets."""
         if not self.closed:
+            observe.frame_out(self, text)  # metrics
             await self.send(text_data=text)
 
     async def send_error(self, code: ErrorCode, detail: str, ref: str | None = None) -> None:
+        observe.error(self, code)  # metrics and the error log line
         await self.send_frame(error_frame(code, detail, ref))
 
     async def close_with(self, code: CloseCode, reason: str = "") -> None:

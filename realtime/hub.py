@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from realtime import observe
 from realtime.errors import UNAVAILABLE_ERRORS
 from realtime.protocol import encode
 
@@ -129,6 +130,7 @@ class Hub:
             except Exception:
                 # One broken socket must not stop delivery to the others.
                 logger.exception("hub: delivery to one socket failed")
+        observe.event_delivered(event)  # commit to this worker's last local socket
 
     async def _refresh_loop(self) -> None:
         # Group entries expire in Redis, and a Redis restart forgets them:

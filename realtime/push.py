@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any
@@ -18,6 +19,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from realtime import metrics, observe
 from realtime.errors import UNAVAILABLE_ERRORS
 from realtime.hub import envelope
 
@@ -39,12 +41,17 @@ def push_after_commit(messages: Iterable[Message], *, using: str | None = None) 
 
 def send_now(messages: Sequence[Message]) -> bool:
     """Send from sync code; True when every message reached the channel layer."""
+    # Called at commit: the stamp is the start of the push latency metric.
+    messages = [(group, {**event, observe.COMMITTED_AT: time.time()}) for group, event in messages]
     try:
-        async_to_sync(asend)(messages)
+        with metrics.PUSH_SEND.time():
+            async_to_sync(asend)(messages)
     except UNAVAILABLE_ERRORS:
+        observe.layer_failure("push")
         logger.warning("push failed: channel layer unavailable (%d messages)", len(messages))
         return False
     except Exception:
+        observe.layer_failure("push")
         logger.exception("push failed (%d messages)", len(messages))
         return False
     return True

@@ -10,6 +10,8 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
+from realtime import drain, observe
+
 logger = logging.getLogger("realtime.health")
 
 CHECK_TIMEOUT_SECONDS = 2.0
@@ -39,6 +41,7 @@ async def _layer_ok() -> bool:
         await asyncio.wait_for(layer.receive(channel), CHECK_TIMEOUT_SECONDS)
         return True
     except Exception:
+        observe.layer_failure("readiness")
         logger.warning("readiness: channel layer check failed", exc_info=True)
         return False
 
@@ -47,6 +50,9 @@ async def _layer_ok() -> bool:
 def readyz(request: HttpRequest) -> JsonResponse:
     from asgiref.sync import async_to_sync
 
+    if drain.draining():
+        # Shutting down: the load balancer should send nobody new here.
+        return JsonResponse({"status": "draining"}, status=503)
     checks = {"database": _database_ok(), "channel_layer": async_to_sync(_layer_ok)()}
     ready = all(checks.values())
     body = {"status": "ok" if ready else "unavailable"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from conftest import receive_type
 from notifications import services
@@ -13,10 +14,42 @@ from realtime.protocol import user_group
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
 
+def pubsub() -> bool:
+    return "pubsub" in type(get_channel_layer()).__module__
+
+
+def redis_client():
+    import redis.asyncio
+
+    return redis.asyncio.Redis.from_url(settings.REDIS_URL)
+
+
 async def group_size(group: str) -> int:
+    """How many members Redis holds for the group: sorted-set entries, or pub/sub subscribers."""
     layer = get_channel_layer()
+    if pubsub():
+        client = redis_client()
+        try:
+            [(_, count)] = await client.pubsub_numsub(layer._get_layer()._get_group_channel_name(group))
+            return count
+        finally:
+            await client.aclose()
     connection = layer.connection(layer.consistent_hash(group))
     return await connection.zcard(layer._group_key(group))
+
+
+async def forget_groups(group: str) -> None:
+    """What a Redis restart does to group membership."""
+    layer = get_channel_layer()
+    if pubsub():
+        client = redis_client()
+        try:
+            await client.client_kill_filter(_type="pubsub")
+        finally:
+            await client.aclose()
+        return
+    connection = layer.connection(layer.consistent_hash(group))
+    await connection.delete(layer._group_key(group))
 
 
 async def test_many_sockets_of_one_user_are_one_group_member(socket_for, alice):
@@ -38,10 +71,8 @@ async def test_group_membership_lost_from_redis_is_rebuilt(socket_for, alice, se
     settings.HUB_REFRESH_SECONDS = 0.1
     socket = await socket_for("/ws/notifications/", alice)
     await receive_type(socket, "welcome")
-    layer = get_channel_layer()
     group = user_group(alice.id)
-    connection = layer.connection(layer.consistent_hash(group))
-    await connection.delete(layer._group_key(group))
+    await forget_groups(group)
     # The next refresh restores it; wait for that by polling Redis itself.
     for _ in range(200):
         if await group_size(group) == 1:

@@ -34,9 +34,13 @@ def test_debug_mode_has_a_development_key_and_the_in_process_layer():
     assert result.stdout.strip() == "channels.layers.InMemoryChannelLayer"
 
 
-def test_redis_url_selects_the_redis_channel_layer():
-    """REDIS_URL switches the channel layer to channels_redis."""
+def test_redis_url_selects_a_redis_channel_layer():
+    """REDIS_URL switches to channels_redis: pub/sub by default, the list-based layer on request."""
     result = load_settings(DJANGO_DEBUG="true", REDIS_URL="redis://127.0.0.1:6379/0")
+    assert result.stdout.strip() == "channels_redis.pubsub.RedisPubSubChannelLayer"
+    result = load_settings(
+        DJANGO_DEBUG="true", REDIS_URL="redis://127.0.0.1:6379/0", CHANNEL_LAYER_BACKEND="core"
+    )
     assert result.stdout.strip() == "channels_redis.core.RedisChannelLayer"
 
 

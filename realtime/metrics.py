@@ -1,0 +1,46 @@
+"""Prometheus metrics for the real-time service, served at `GET /metrics`.
+
+One registry per worker process (prometheus-client's default registry), and
+Prometheus scrapes every worker itself (see README, "Metrics"). We do not use
+the client's multiprocess mode: that mode exists for servers that fork
+workers from one parent sharing a directory (gunicorn); here each daphne
+worker is its own process or container, its gauges (open sockets) would need
+per-process bookkeeping files and cleanup of dead pids, and a per-worker
+scrape also tells which worker is unwell. Sum across workers in PromQL.
+
+Labels are only ever our own names (endpoint, frame and event types, error
+and close codes), never user input, so their number stays small.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+OPEN_SOCKETS = Gauge("relay_websocket_open", "WebSockets open now, by endpoint", ["endpoint"])
+CONNECTIONS = Counter("relay_websocket_connections_total", "WebSockets accepted", ["endpoint"])
+CLOSES = Counter("relay_websocket_closes_total", "WebSockets closed, by close code", ["endpoint", "code"])
+FRAMES_IN = Counter("relay_frames_in_total", "Valid client frames, by type", ["endpoint", "type"])
+FRAMES_OUT = Counter("relay_frames_out_total", "Frames sent to clients, by type", ["endpoint", "type"])
+ERRORS = Counter("relay_errors_total", "`error` frames sent, by error code", ["endpoint", "code"])
+PUSH_LATENCY = Histogram(
+    "relay_push_latency_seconds",
+    "From the writing transaction's commit to the event handled on a socket (wall clocks; see README)",
+    ["event"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+PUSH_SEND = Histogram(
+    "relay_push_send_seconds",
+    "Time to hand one commit's events to the channel layer (group_send calls)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+LAYER_FAILURES = Counter(
+    "relay_channel_layer_failures_total", "Channel-layer operations that failed", ["operation"]
+)
+DRAINING = Gauge("relay_draining", "1 while this worker drains after SIGTERM")
+
+
+@require_GET
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,84 @@
+"""What the base consumer and `push` report: metrics and one log line per event.
+
+Kept out of `consumers.py` so the consumer carries only one-line calls.
+Every log line names the endpoint and the user id; never a credential.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any
+
+from realtime import metrics
+from realtime.logs import log_event
+
+logger = logging.getLogger("realtime.socket")
+
+# Frames are encoded by orjson with "type" first: read it without decoding.
+_TYPE = re.compile(r'^\{"type":"([a-z_]{1,32})"')
+
+COMMITTED_AT = "committed_at"  # event key stamped by realtime.push at commit
+
+
+def _user_id(consumer) -> Any:
+    user = getattr(consumer, "user", None)
+    return getattr(user, "pk", None)
+
+
+def socket_accepted(consumer) -> None:
+    consumer._observed_since = time.monotonic()
+    metrics.CONNECTIONS.labels(consumer.endpoint).inc()
+    metrics.OPEN_SOCKETS.labels(consumer.endpoint).inc()
+
+
+def socket_authenticated(consumer) -> None:
+    auth = consumer.scope.get("auth_method") or "token"
+    log_event(logger, "socket_open", endpoint=consumer.endpoint, user=_user_id(consumer), auth=auth)
+
+
+def socket_closed(consumer, code: Any) -> None:
+    since = getattr(consumer, "_observed_since", None)
+    if since is None:
+        return  # never accepted, or already counted
+    consumer._observed_since = None
+    metrics.OPEN_SOCKETS.labels(consumer.endpoint).dec()
+    metrics.CLOSES.labels(consumer.endpoint, str(code)).inc()
+    log_event(
+        logger,
+        "socket_close",
+        endpoint=consumer.endpoint,
+        user=_user_id(consumer),
+        code=code,
+        seconds=round(time.monotonic() - since, 3),
+    )
+
+
+def frame_in(consumer, kind: str) -> None:
+    metrics.FRAMES_IN.labels(consumer.endpoint, kind).inc()
+
+
+def frame_out(consumer, frame: Any) -> None:
+    if isinstance(frame, str):
+        match = _TYPE.match(frame)
+        kind = match.group(1) if match else "other"
+    else:
+        kind = str(frame.get("type", "other"))
+    metrics.FRAMES_OUT.labels(consumer.endpoint, kind).inc()
+
+
+def error(consumer, code: Any) -> None:
+    metrics.ERRORS.labels(consumer.endpoint, str(code)).inc()
+    log_event(logger, "socket_error", endpoint=consumer.endpoint, user=_user_id(consumer), code=str(code))
+
+
+def event_delivered(event: dict[str, Any]) -> None:
+    """A push reached this worker's local sockets: commit-to-socket latency, once per worker."""
+    committed = event.get(COMMITTED_AT)
+    if isinstance(committed, float):
+        metrics.PUSH_LATENCY.labels(str(event.get("type"))).observe(max(0.0, time.time() - committed))
+
+
+def layer_failure(operation: str) -> None:
+    metrics.LAYER_FAILURES.labels(operation).inc()
