@@ -48,8 +48,15 @@ format: $(BIN)/.installed-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(BIN)/.installed-dev
-	$(BIN)/python -m bench
+# Benchmarks (docs/benchmarks.md): all five workloads against daphne, uvicorn and both
+# baselines; needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL; defaults: database
+# `bench`, Redis db 5). BENCH_ARGS="fanout --quick" runs one workload at tiny N.
+$(BIN)/.installed-bench: $(BIN)/.installed-dev requirements-bench.txt
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	touch $@
+
+bench: $(BIN)/.installed-bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # The docker-compose topology on this machine, without Docker: the local
 # PostgreSQL and Redis, migrate, two daphne workers (STACK_PORTS) and nginx on

@@ -95,8 +95,12 @@ async def socket_for():
 
     opened: list[WebsocketCommunicator] = []
 
-    async def open_socket(path: str, user=None, *, origin: str | None = ORIGIN, headers=(), connect=True):
+    async def open_socket(
+        path: str, user=None, *, origin: str | None = ORIGIN, headers=(), token=None, connect=True
+    ):
         all_headers = list(headers)
+        if token is not None:
+            all_headers.append((b"authorization", f"Bearer {token}".encode()))
         if origin is not None:
             all_headers.append((b"origin", origin.encode()))
         if user is not None:
@@ -395,3 +399,70 @@ async def save_screenshot(page, name: str) -> None:
     if os.environ.get("UPDATE_SCREENSHOTS") == "1":
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(target, SCREENSHOTS / f"{name}.png")
+
+
+async def closed_with(communicator: WebsocketCommunicator, wait: float = 10) -> tuple[int, str | None]:
+    """Skip any frames until the server closes the socket; its (code, reason)."""
+    while True:
+        output = await communicator.receive_output(timeout=wait)
+        if output["type"] == "websocket.close":
+            return output.get("code"), output.get("reason")
+
+
+def make_token(user, *, key: str | None = None, algorithm: str = "HS256", headers=None, **claims) -> str:
+    """A token crafted by hand: the service's claims, then any overrides (None removes one)."""
+    import time
+
+    import jwt
+
+    from realtime.tokens import _password_stamp
+
+    now = int(time.time())
+    payload = {
+        "iss": settings.JWT_ISSUER,
+        "aud": settings.JWT_AUDIENCE,
+        "sub": str(user.pk),
+        "iat": now,
+        "exp": now + 60,
+        "pwd": _password_stamp(user),
+    }
+    payload.update(claims)
+    payload = {name: value for name, value in payload.items() if value is not None}
+    return jwt.encode(payload, key or settings.JWT_SIGNING_KEY, algorithm=algorithm, headers=headers)
+
+
+async def http(
+    method: str, path: str, *, body=None, headers=(), content_type: str = "application/json"
+) -> tuple[int, dict, dict[str, str]]:
+    """One HTTP request through the full ASGI application: (status, JSON body, headers)."""
+    import orjson
+    from channels.testing import HttpCommunicator
+    from django.db import close_old_connections
+
+    from config.asgi import application
+
+    raw = body if isinstance(body, bytes) else (orjson.dumps(body) if body is not None else b"")
+    all_headers = [(b"host", b"localhost"), *headers]
+    if raw:
+        all_headers.append((b"content-type", content_type.encode()))
+    communicator = HttpCommunicator(application, method, path, body=raw, headers=all_headers)
+    response = await communicator.get_response(timeout=10)
+    # Let Django finish the request (request_finished closes its database connection).
+    await communicator.wait(timeout=10)
+    # The test's own sync_to_async calls share one thread whose connection no
+    # request cycle closes; close it so the test database can be dropped.
+    await sync_to_async(close_old_connections)()
+    answer = {k.decode().lower(): v.decode() for k, v in response["headers"]}
+    is_json = answer.get("content-type", "").startswith("application/json")
+    data = orjson.loads(response["body"]) if response["body"] and is_json else {}
+    return response["status"], data, answer
+
+
+def session_headers(user, *, csrf: bool = True) -> list[tuple[bytes, bytes]]:
+    """Cookie headers of a logged-in browser; with the matching X-CSRFToken when `csrf`."""
+    secret = "a" * 32
+    cookie = f"{settings.SESSION_COOKIE_NAME}={session_cookie(user)}; {settings.CSRF_COOKIE_NAME}={secret}"
+    headers = [(b"cookie", cookie.encode())]
+    if csrf:
+        headers.append((b"x-csrftoken", secret.encode()))
+    return headers

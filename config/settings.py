@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
 
 import dj_database_url
@@ -122,6 +124,16 @@ def _sentinel_host(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+# Passed to every Redis connection pool the layer makes. redis-py's default
+# 5 s read timeout equals the core layer's 5 s blocking pop, so idle sockets'
+# receives failed at random; its default pool of 100 connections raises
+# instead of waiting when many handshakes arrive at once.
+_REDIS_OPTIONS = {
+    "socket_timeout": env_float("REDIS_SOCKET_TIMEOUT", 15.0, minimum=6.0),
+    "socket_connect_timeout": env_float("REDIS_CONNECT_TIMEOUT", 5.0, minimum=0.1),
+    "max_connections": env_int("REDIS_MAX_CONNECTIONS", 2000, minimum=10),
+}
+
 if REDIS_SENTINELS:
     # channels_redis builds a SentinelConnectionPool from a dict with
     # master_name and sentinels; the other keys go to each master connection.
@@ -129,11 +141,14 @@ if REDIS_SENTINELS:
         "master_name": REDIS_SENTINEL_MASTER,
         "sentinels": [_sentinel_host(address) for address in REDIS_SENTINELS],
         "db": env_int("REDIS_SENTINEL_DB", 0),
+        **_REDIS_OPTIONS,
     }
     if env_str("REDIS_PASSWORD"):  # the master's; sentinels are asked without one
         _redis_host["password"] = env_str("REDIS_PASSWORD")
+elif REDIS_URL:
+    _redis_host = {"address": REDIS_URL, **_REDIS_OPTIONS}
 else:
-    _redis_host = REDIS_URL
+    _redis_host = ""
 if _redis_host:
     CHANNEL_LAYERS = {
         "default": {
@@ -165,7 +180,19 @@ SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
+# --- Tokens (see realtime/tokens.py and docs/protocol.md, "Authentication") -------
 JWT_LIFETIME_SECONDS = env_int("JWT_LIFETIME_SECONDS", 900, minimum=1)
+JWT_ISSUER = env_str("JWT_ISSUER", "relay")
+JWT_AUDIENCE = env_str("JWT_AUDIENCE", "relay")
+# Its own key, so tokens can be rotated without touching sessions; by default
+# derived from SECRET_KEY (never SECRET_KEY itself, which also signs cookies).
+JWT_SIGNING_KEY = (
+    env_str("JWT_SIGNING_KEY")
+    or hmac.new(SECRET_KEY.encode(), b"relay.jwt-signing-key", hashlib.sha256).hexdigest()
+)
+if len(JWT_SIGNING_KEY.encode()) < 32:
+    # RFC 7518 3.2: an HS256 key must have at least 256 bits.
+    raise ImproperlyConfigured("JWT_SIGNING_KEY must be at least 32 bytes long")
 
 # --- Real-time limits (every number the sockets rely on) --------------------------
 WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 65536, minimum=64)
@@ -209,9 +236,18 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "realtime.logs.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    # Defence in depth: our code never logs a credential, and this filter
+    # masks any that a library might (an Authorization header, a JWT, an API key).
+    "filters": {"redact": {"()": "realtime.logging.RedactSecrets"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["redact"]}
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's defaults give these unfiltered handlers of their own; drop
+        # them, so their records reach the root's redacting handler instead.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.server": {"handlers": [], "level": "INFO", "propagate": True},
         "django.db.backends": {"level": "INFO"},
     },
 }

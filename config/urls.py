@@ -3,6 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from notifications import api as notifications_api
+from realtime import api as realtime_api
 from realtime import metrics as realtime_metrics
 from realtime import views as realtime_views
 
@@ -15,6 +16,10 @@ urlpatterns = [
     path("api/notifications/", notifications_api.inbox),
     path("api/notifications/unread-count/", notifications_api.unread_count),
     path("api/notifications/read/", notifications_api.mark_read),
+    path("api/token/", realtime_api.token),
+    path("api/publish/notifications/", notifications_api.publish_notification),
+    # Pending: POST /api/publish/chat/<slug>/ (API key) belongs to the chat app,
+    # built in parallel; it will use realtime.http.api_key_api like the one above.
     path("healthz", realtime_views.healthz),
     path("readyz", realtime_views.readyz),
     path("metrics", realtime_metrics.metrics_view),

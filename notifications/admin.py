@@ -13,6 +13,8 @@ from django.urls import path, reverse
 from notifications import services
 from notifications.forms import SendNotificationForm
 from notifications.models import Notification
+from realtime import services as realtime_services
+from realtime.protocol import CloseReason
 
 User = get_user_model()
 
@@ -106,8 +108,37 @@ def send_notification_action(modeladmin, request, queryset):
     return HttpResponseRedirect(reverse("admin:notifications_send") + f"?users={ids}")
 
 
+@admin.action(description="Disconnect the selected users' sockets", permissions=["change"])
+def disconnect_users_action(modeladmin, request, queryset):
+    ids = list(queryset.values_list("pk", flat=True))
+    realtime_services.disconnect_users(user_ids=ids, reason=CloseReason.DISCONNECTED)
+    modeladmin.message_user(request, f"Disconnected {len(ids)} user(s).", messages.SUCCESS)
+
+
+@admin.action(description="Deactivate the selected users (and close their sockets)", permissions=["change"])
+def deactivate_users_action(modeladmin, request, queryset):
+    count = realtime_services.deactivate_users(users=queryset)
+    modeladmin.message_user(request, f"Deactivated {count} user(s).", messages.SUCCESS)
+
+
 class NotifyingUserAdmin(UserAdmin):
-    actions = [*UserAdmin.actions, send_notification_action]
+    actions = [*UserAdmin.actions, send_notification_action, disconnect_users_action, deactivate_users_action]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # The change form flips is_active itself; closing the sockets is the
+        # service's job (sent after the admin's transaction commits).
+        if change and "is_active" in form.changed_data and not obj.is_active:
+            realtime_services.disconnect_user(user=obj, reason=CloseReason.DEACTIVATED)
+
+    def delete_model(self, request, obj):
+        realtime_services.disconnect_user(user=obj, reason=CloseReason.DEACTIVATED)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        ids = list(queryset.values_list("pk", flat=True))
+        realtime_services.disconnect_users(user_ids=ids, reason=CloseReason.DEACTIVATED)
+        super().delete_queryset(request, queryset)
 
 
 admin.site.unregister(User)

@@ -189,6 +189,53 @@ def notify(
 
 
 @transaction.atomic
+def notify_named(
+    *,
+    usernames: Iterable[str] = (),
+    group_names: Iterable[str] = (),
+    everyone: bool = False,
+    title: str,
+    body: str = "",
+    level: str = Level.INFO,
+    url: str = "",
+    data: dict[str, Any] | None = None,
+) -> list[Notification]:
+    """`notify` for recipients given by name, as the publish API gets them.
+
+    Every problem is reported at once, before anything is stored: field
+    errors, and every unknown user and group by name (UnknownRecipients when
+    those are the only problem).
+    """
+    errors: dict[str, list[str]] = {}
+    try:
+        _validate(title=title, body=body, level=level, url=url, data=data)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    wanted_users, wanted_groups = sorted(set(usernames)), sorted(set(group_names))
+    users = User.objects.filter(username__in=wanted_users)
+    missing_users = sorted(set(wanted_users) - set(users.values_list("username", flat=True)))
+    known_groups = Group.objects.filter(name__in=wanted_groups).values_list("name", flat=True)
+    missing_groups = sorted(set(wanted_groups) - set(known_groups))
+    if missing_users or missing_groups:
+        unknown = UnknownRecipients(users=missing_users, groups=missing_groups)
+        if not errors:
+            raise unknown
+        errors.update(unknown.message_dict)
+    if errors:
+        raise ValidationError(errors)
+    return notify(
+        users=users if wanted_users else None,
+        groups=wanted_groups,
+        everyone=everyone,
+        title=title,
+        body=body,
+        level=level,
+        url=url,
+        data=data,
+    )
+
+
+@transaction.atomic
 def mark_read(*, user: AbstractBaseUser, ids: Iterable[int]) -> int:
     """Mark these of the user's notifications read; returns the unread count.
 

@@ -1,6 +1,24 @@
+"""Real-time plumbing shared by the notifications and chat apps.
+
+`protocol` is the one place that defines frames, error codes, close codes
+and group names; `middleware` authenticates sockets; `consumers` holds the
+base consumer that validates every frame; `push` sends events after commit;
+`tokens` and `apikeys` are the credentials of scripts and servers.
+"""
+
 from django.apps import AppConfig
 
 
 class RealtimeConfig(AppConfig):
     name = "realtime"
     verbose_name = "Real-time plumbing"
+
+    def ready(self) -> None:
+        from django.contrib.auth.signals import user_logged_out
+
+        from realtime.receivers import close_sockets_on_logout
+
+        # user_logged_out is sent by django.contrib.auth.logout() itself, so it
+        # covers every way out (the logout page, the admin's, any custom view)
+        # where wrapping one view would miss the others.
+        user_logged_out.connect(close_sockets_on_logout, dispatch_uid="realtime.close_sockets_on_logout")

@@ -1,7 +1,9 @@
 """The base every socket endpoint derives from.
 
 It owns what is the same on every endpoint: accepting the socket, the
-credential deadline, the frame size limit, decoding and validating frames
+credential deadline, token authentication and expiry (`auth` frames, in-band
+refresh), forced disconnects (`Event.DISCONNECT` to the user's group, which
+every authenticated socket joins), the frame size limit, decoding and validating frames
 against `protocol`, `ping`, turning failures into `error` frames, and group
 membership. Subclasses supply `frames`, one `frame_<type>` method per client
 frame type, `authenticated()` and the `push_*` handlers for their events.
@@ -11,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Mapping
 from typing import Any, ClassVar
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -25,15 +29,20 @@ from realtime.protocol import (
     Auth,
     ClientFrame,
     CloseCode,
+    CloseReason,
     ErrorCode,
     FrameError,
     Ping,
     encode,
     error_frame,
     parse_frame,
+    user_group,
 )
+from realtime.tokens import TOKEN_EXPIRED, InvalidToken, VerifiedToken, verify_token
 
 logger = logging.getLogger("realtime.socket")
+
+verify = database_sync_to_async(verify_token)
 
 
 class CloseSocket(Exception):
@@ -81,14 +90,24 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.user = None
         self.closed = False
+        self.auth_method: str | None = None
+        # Epoch seconds when a token socket's token runs out; None for a session socket.
+        self.token_expires_at: int | None = None
         self._auth_timer: asyncio.Task | None = None
+        self._expiry_timer: asyncio.Task | None = None
         await self.accept()
         observe.socket_accepted(self)  # metrics
         if not drain.register(self):  # this worker is shutting down: reconnect elsewhere
             await self.close_with(CloseCode.RESTARTING, "server_restarting")
+        elif self.scope.get("auth_error"):
+            # A bearer header was sent and refused: say so now rather than at the deadline.
+            await self.close_with(CloseCode.NOT_AUTHENTICATED, self.scope["auth_error"])
             return
         user = self.scope.get("user")
         if user is not None and user.is_authenticated:
+            self.auth_method = self.scope.get("auth_method")
+            if self.auth_method == "token":
+                self.token_expires_at = self.scope.get("token_expires_at")
             await self._run(self._start, user)
         else:
             self._auth_timer = asyncio.ensure_future(self._auth_deadline())
@@ -97,8 +116,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.closed = True
         drain.unregister(self)
         observe.socket_closed(self, code)  # metrics and the close log line
-        if self._auth_timer is not None:
-            self._auth_timer.cancel()
+        for timer in (self._auth_timer, self._expiry_timer):
+            if timer is not None:
+                timer.cancel()
         hub = get_hub()
         for group in self._hub_groups:
             await hub.unsubscribe(group, self)
@@ -108,21 +128,38 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def _auth_deadline(self) -> None:
         await asyncio.sleep(settings.WS_AUTH_TIMEOUT_SECONDS)
         if self.user is None and not self.closed:
-            await self.close_with(CloseCode.NOT_AUTHENTICATED, "not_authenticated")
+            await self.close_with(CloseCode.NOT_AUTHENTICATED, CloseReason.NOT_AUTHENTICATED)
 
     async def _start(self, user) -> None:
         self.user = user
         if self._auth_timer is not None:
             self._auth_timer.cancel()
             self._auth_timer = None
+        if self.token_expires_at is not None:
+            self._schedule_expiry()
         observe.socket_authenticated(self)  # the open log line
         try:
+            # Every endpoint's sockets are in the user's group, so a forced
+            # disconnect reaches them all, whatever else the subclass joins.
+            await self.join(user_group(user.pk))
             await self.authenticated()
         except UNAVAILABLE_ERRORS:
             # Without its groups or its welcome the socket would sit silent;
             # closing makes the client retry (and resume) once we are back.
             logger.warning("backing service unavailable at start endpoint=%s", self.endpoint, exc_info=True)
             raise CloseSocket(CloseCode.SERVER_ERROR, "unavailable") from None
+
+    def _schedule_expiry(self) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        self._expiry_timer = asyncio.ensure_future(self._expire_at(self.token_expires_at))
+
+    async def _expire_at(self, expires_at: int) -> None:
+        # Wall clock, not the loop's: `exp` is wall-clock time.
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        if not self.closed and self.token_expires_at == expires_at:
+            logger.info("socket token expired endpoint=%s user=%s", self.endpoint, self.user.pk)
+            await self.close_with(CloseCode.NOT_AUTHENTICATED, CloseReason.TOKEN_EXPIRED)
 
     # --- hooks for subclasses ------------------------------------------------------
     async def authenticated(self) -> None:
@@ -132,9 +169,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def left(self) -> None:
         """Called once when an authenticated socket goes away."""
 
-    async def authenticate_token(self, frame: Auth):
-        """Return the user for an `auth` frame's token (token support plugs in here)."""
-        raise FrameError(ErrorCode.NOT_AUTHENTICATED, "token authentication is not enabled")
+    async def authenticate_token(self, frame: Auth) -> VerifiedToken:
+        """The user (and expiry) of an `auth` frame's token, or FrameError not_authenticated."""
+        try:
+            return await verify(frame.token)
+        except InvalidToken as exc:
+            detail = "token expired" if exc.reason == TOKEN_EXPIRED else "invalid token"
+            raise FrameError(ErrorCode.NOT_AUTHENTICATED, detail) from None
 
     # --- frames in ---------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -161,11 +202,18 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if isinstance(frame, Ping):
             await self.send_frame({"type": "pong"})
         elif isinstance(frame, Auth):
-            user = await self.authenticate_token(frame)
+            verified = await self.authenticate_token(frame)
             if self.user is None:
-                await self._start(user)
-            elif user.pk != self.user.pk:
+                self.auth_method = "token"
+                self.token_expires_at = verified.expires_at
+                await self._start(verified.user)
+            elif verified.user.pk != self.user.pk:
                 raise FrameError(ErrorCode.FORBIDDEN, "token is for a different user")
+            elif self.token_expires_at is not None and verified.expires_at > self.token_expires_at:
+                # In-band refresh: the socket now lives until the newer token expires.
+                # (A session socket has no expiry to extend.) Success is silent.
+                self.token_expires_at = verified.expires_at
+                self._schedule_expiry()
         elif self.user is None:
             raise FrameError(ErrorCode.NOT_AUTHENTICATED, "authenticate first")
         else:
@@ -207,9 +255,20 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             self.closed = True
             await self.close(code=int(code), reason=reason or None)
 
+    # --- channel-layer events every endpoint handles ---------------------------------
+    async def push_disconnect(self, event: dict[str, Any]) -> None:
+        reason = event.get("reason")
+        if reason not in set(CloseReason):
+            reason = CloseReason.LOGGED_OUT
+        user_id = getattr(self.user, "pk", None)
+        logger.info("socket disconnected endpoint=%s user=%s reason=%s", self.endpoint, user_id, reason)
+        await self.close_with(CloseCode.NOT_AUTHENTICATED, reason)
+
     # --- groups and events -----------------------------------------------------------
     async def join(self, group: str) -> None:
         """Receive the group's events (through this worker's hub)."""
+        if group in self._hub_groups:
+            return
         await get_hub().subscribe(group, self)
         self._hub_groups.append(group)
 

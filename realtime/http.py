@@ -2,6 +2,18 @@
 
 Every API error is `{"error": code, "detail": str}` with a fitting status;
 no HTML error page and no traceback ever reaches an API client.
+
+Authentication of a JSON view (`api`):
+- `Authorization: Bearer <jwt>` authenticates alone, without the session, and
+  is exempt from CSRF: a browser never attaches it by itself, so a forged
+  cross-site request cannot carry it. A bad bearer token is a 401, never a
+  fallback to the cookie.
+- Otherwise the session, and then an unsafe method needs the CSRF token as
+  for any Django view (the check runs here, since the view is csrf_exempt
+  to let bearer requests through).
+- Other schemes (Basic from a password-protected proxy) are not ours: ignored.
+
+`api_key_api` views (`/api/publish/*`) take only `Authorization: Api-Key`.
 """
 
 from __future__ import annotations
@@ -13,10 +25,15 @@ from typing import Any
 
 import orjson
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
 
+from realtime.apikeys import authenticate_api_key
 from realtime.errors import UNAVAILABLE_ERRORS
+from realtime.tokens import TOKEN_EXPIRED, InvalidToken, verify_token
 
 logger = logging.getLogger("realtime.http")
 
@@ -73,6 +90,70 @@ def page_limit(request: HttpRequest) -> int:
     return min(limit, settings.API_PAGE_MAX)
 
 
+def authorization(request: HttpRequest) -> tuple[str, str] | None:
+    """(scheme in lower case, credentials) of the Authorization header, if any."""
+    value = request.headers.get("Authorization")
+    if not value:
+        return None
+    scheme, _, credentials = value.strip().partition(" ")
+    return scheme.lower(), credentials.strip()
+
+
+def csrf_problem(request: HttpRequest) -> HttpResponse | None:
+    """Django's own CSRF check, for views that are csrf_exempt for other reasons."""
+    check = CsrfViewMiddleware(lambda _request: None)
+    check.process_request(request)
+    return check.process_view(request, None, (), {})
+
+
+def unauthorized(detail: str, scheme: str) -> JsonResponse:
+    response = error_response(401, "not_authenticated", detail)
+    response["WWW-Authenticate"] = scheme
+    return response
+
+
+def guarded(
+    authenticate: Callable[[HttpRequest], HttpResponse | None],
+    view: Callable[..., HttpResponse],
+    request: HttpRequest,
+    *args: Any,
+    **kwargs: Any,
+) -> HttpResponse:
+    """Authenticate, run the view, and turn what it raises into a JSON error."""
+    try:
+        refused = authenticate(request)
+        if refused is not None:
+            return refused
+        return view(request, *args, **kwargs)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.detail)
+    except ValidationError as exc:
+        return error_response(400, "invalid_message", validation_detail(exc))
+    except UNAVAILABLE_ERRORS:
+        logger.warning("backing service unavailable path=%s", request.path, exc_info=True)
+        return error_response(503, "unavailable", "service temporarily unavailable, retry")
+
+
+def authenticate_bearer(request: HttpRequest) -> HttpResponse | None:
+    """Authenticate by bearer token or session (with CSRF); a response when refused."""
+    auth = authorization(request)
+    if auth is not None and auth[0] == "bearer":
+        try:
+            verified = verify_token(auth[1])
+        except InvalidToken as exc:
+            return unauthorized(
+                "token expired" if exc.reason == TOKEN_EXPIRED else "invalid token",
+                f'Bearer error="invalid_token", error_description="{exc.reason}"',
+            )
+        request.user = verified.user
+        request.auth_method = "token"
+        return None
+    if not request.user.is_authenticated:
+        return unauthorized("log in or send a bearer token", "Bearer")
+    request.auth_method = "session"
+    return csrf_problem(request)
+
+
 def api(*methods: str) -> Callable:
     """Decorate a JSON view: allowed methods, a logged-in user, uniform errors."""
 
@@ -81,19 +162,42 @@ def api(*methods: str) -> Callable:
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method not in methods:
                 return error_response(405, "method_not_allowed", f"use {', '.join(methods)}")
-            if not request.user.is_authenticated:
-                return error_response(401, "not_authenticated", "log in or send a bearer token")
-            try:
-                return view(request, *args, **kwargs)
-            except ApiError as exc:
-                return error_response(exc.status, exc.code, exc.detail)
-            except ValidationError as exc:
-                return error_response(400, "invalid_message", validation_detail(exc))
-            except UNAVAILABLE_ERRORS:
-                logger.warning("backing service unavailable path=%s", request.path, exc_info=True)
-                return error_response(503, "unavailable", "service temporarily unavailable, retry")
+            return guarded(authenticate_bearer, view, request, *args, **kwargs)
 
-        return wrapper
+        # CSRF is enforced above for session requests only.
+        return csrf_exempt(wrapper)
+
+    return decorate
+
+
+def _authenticate_api_key(request: HttpRequest) -> HttpResponse | None:
+    auth = authorization(request)
+    if auth is None or auth[0] != "api-key":
+        return unauthorized("send Authorization: Api-Key <key>", "Api-Key")
+    key = authenticate_api_key(auth[1])
+    if key is None:
+        return unauthorized("invalid or revoked API key", "Api-Key")
+    request.api_key = key
+    request.user = AnonymousUser()
+    return None
+
+
+def api_key_api(*methods: str) -> Callable:
+    """Decorate a server-to-server JSON view: `Authorization: Api-Key <key>` only.
+
+    The session cookie is ignored, so CSRF does not apply. `request.api_key`
+    is the key's row. The key is looked up on every request: revocation is
+    immediate.
+    """
+
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                return error_response(405, "method_not_allowed", f"use {', '.join(methods)}")
+            return guarded(_authenticate_api_key, view, request, *args, **kwargs)
+
+        return csrf_exempt(wrapper)
 
     return decorate
 

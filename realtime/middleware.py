@@ -1,9 +1,15 @@
 """Handshake checks for every socket: the Origin rule, then who is calling.
 
 Order matters and is fixed in `socket_stack`: a foreign Origin is refused
-before any credential is looked at; the session cookie is used only when the
-handshake carries an allowed Origin (a browser), never from a client that
-sends no Origin at all.
+before any credential is looked at. Then, in `SocketAuthMiddleware`:
+
+- an `Authorization: Bearer <jwt>` header, when present, decides alone (a bad
+  one is never replaced by the cookie);
+- otherwise the session cookie is used, but only when the handshake carries
+  an allowed Origin (a browser), never from a client that sends no Origin.
+
+Tokens are read from the header or, later, from an `auth` frame; never from
+the URL or query string, which end up in server and proxy logs.
 """
 
 from __future__ import annotations
@@ -11,13 +17,18 @@ from __future__ import annotations
 import logging
 
 from channels.auth import get_user
+from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import OriginValidator
 from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
+from realtime.tokens import InvalidToken, verify_token
+
 logger = logging.getLogger("realtime.auth")
+
+verify = database_sync_to_async(verify_token)
 
 
 def header(scope: dict, name: bytes) -> bytes | None:
@@ -25,6 +36,18 @@ def header(scope: dict, name: bytes) -> bytes | None:
         if key == name:
             return value
     return None
+
+
+def bearer_token(value: bytes) -> str | None:
+    """The token of an `Authorization: Bearer` value; None for any other scheme.
+
+    Other schemes (such as Basic, sent by a browser behind a password-protected
+    proxy) are not ours and are ignored rather than refused.
+    """
+    scheme, _, token = value.decode("latin-1").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip()
 
 
 class OriginCheck(OriginValidator):
@@ -41,13 +64,29 @@ class OriginCheck(OriginValidator):
 
 
 class SocketAuthMiddleware(BaseMiddleware):
-    """Put `user` and `auth_method` ("session", or None) into the scope."""
+    """Put into the scope `user`, `auth_method` ("session", "token" or None),
+    `token_expires_at` (epoch seconds, token sockets only) and `auth_error`
+    (a close reason when the handshake's bearer token was refused)."""
 
     async def __call__(self, scope, receive, send):
         scope = dict(scope)
         scope["user"] = AnonymousUser()
         scope["auth_method"] = None
-        if header(scope, b"origin") is not None:
+        scope["token_expires_at"] = None
+        scope["auth_error"] = None
+        authorization = header(scope, b"authorization")
+        token = bearer_token(authorization) if authorization is not None else None
+        if token is not None:
+            try:
+                verified = await verify(token)
+            except InvalidToken as exc:
+                scope["auth_error"] = exc.reason
+                logger.info("socket handshake token refused reason=%s", exc.reason)
+            else:
+                scope["user"] = verified.user
+                scope["auth_method"] = "token"
+                scope["token_expires_at"] = verified.expires_at
+        elif header(scope, b"origin") is not None:
             user = await get_user(scope)
             if user.is_authenticated:
                 scope["user"] = user

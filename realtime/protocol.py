@@ -56,6 +56,17 @@ class Event(StrEnum):
     DISCONNECT = "push.disconnect"
 
 
+class CloseReason(StrEnum):
+    """Reasons sent with a 4401 close, so a client knows whether to re-authenticate."""
+
+    NOT_AUTHENTICATED = "not_authenticated"  # no valid credentials by the deadline
+    INVALID_TOKEN = "invalid_token"  # noqa: S105 - the handshake's bearer token was refused
+    TOKEN_EXPIRED = "token_expired"  # noqa: S105 - the socket's token ran out, not refreshed
+    LOGGED_OUT = "logged_out"
+    DEACTIVATED = "deactivated"  # an admin deactivated (or deleted) the user
+    DISCONNECTED = "disconnected"  # an admin's "Disconnect user"
+
+
 def user_group(user_id: int) -> str:
     """Every socket of one user, whatever the endpoint."""
     return f"user.{user_id}"

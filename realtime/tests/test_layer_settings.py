@@ -28,7 +28,10 @@ def test_backend_is_selectable_and_defaults_to_pubsub():
     )
     core = layer_for(REDIS_URL="redis://h:6379/2", CHANNEL_LAYER_BACKEND="core")
     assert core["BACKEND"] == "channels_redis.core.RedisChannelLayer"
-    assert core["CONFIG"]["hosts"] == ["redis://h:6379/2"]
+    (host,) = core["CONFIG"]["hosts"]
+    assert host["address"] == "redis://h:6379/2"
+    # Above the core layer's 5 s blocking pop, so idle receives never time out.
+    assert host["socket_timeout"] > 5
     assert layer_for()["BACKEND"] == "channels.layers.InMemoryChannelLayer"
 
 
@@ -46,6 +49,9 @@ def test_sentinels_become_channels_redis_sentinel_hosts():
         "sentinels": [["s1", 26379], ["s2", 26380]],
         "db": 3,
         "password": "pw",
+        "socket_timeout": 15.0,
+        "socket_connect_timeout": 5.0,
+        "max_connections": 2000,
     }
 
     from channels_redis.utils import create_pool

@@ -34,16 +34,6 @@ def test_debug_mode_has_a_development_key_and_the_in_process_layer():
     assert result.stdout.strip() == "channels.layers.InMemoryChannelLayer"
 
 
-def test_redis_url_selects_a_redis_channel_layer():
-    """REDIS_URL switches to channels_redis: pub/sub by default, the list-based layer on request."""
-    result = load_settings(DJANGO_DEBUG="true", REDIS_URL="redis://127.0.0.1:6379/0")
-    assert result.stdout.strip() == "channels_redis.pubsub.RedisPubSubChannelLayer"
-    result = load_settings(
-        DJANGO_DEBUG="true", REDIS_URL="redis://127.0.0.1:6379/0", CHANNEL_LAYER_BACKEND="core"
-    )
-    assert result.stdout.strip() == "channels_redis.core.RedisChannelLayer"
-
-
 def test_a_malformed_number_names_the_variable():
     """A non-integer limit fails at start-up naming the variable."""
     result = load_settings(DJANGO_DEBUG="true", WS_MAX_FRAME_BYTES="lots")

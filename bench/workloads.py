@@ -1,0 +1,530 @@
+"""The five workloads of issue 6. Each returns a dict of figures (no printing)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from array import array
+from typing import Any
+
+from bench.client import Clients, percentile
+from bench.common import (
+    Server,
+    Stack,
+    bench_env,
+    proc_cpu_seconds,
+    proc_rss_kib,
+    redis_calls,
+    redis_client,
+    run_django,
+)
+
+SERVICE_APP = "config.asgi:application"
+CHANNELS_APP = "bench.baseline_channels:application"
+
+SIZES = {
+    # name: (full, quick)
+    "fanout_sockets": (1000, 20),
+    "fanout_messages": (100, 5),
+    "push_users": (1000, 20),
+    "push_rate": (200, 20),
+    "push_seconds": (20, 1),
+    "broadcast_users": (5000, 20),
+    "idle_sockets": (10000, 50),
+    "workers_sizes": ((100, 1000), (10, 20)),
+    "workers_messages": (20, 5),
+}
+
+
+class Skip(Exception):
+    """A target that cannot run yet (e.g. the chat endpoint is not merged)."""
+
+
+def size(name: str, quick: bool):
+    full, small = SIZES[name]
+    return small if quick else full
+
+
+def new_prefix() -> str:
+    return f"bench-{uuid.uuid4().hex[:8]}"
+
+
+def drop_prefix(prefix: str) -> None:
+    """Delete the channel-layer keys of one target (nothing else in the Redis db)."""
+    client = redis_client()
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i : i + 500])
+
+
+def headers_for(prep: dict, port: int, indices) -> list[list[tuple[str, str]]]:
+    origin = f"http://127.0.0.1:{port}"
+    name = prep["cookie_name"]
+    return [[("Origin", origin), ("Cookie", f"{name}={prep['cookies'][i]}")] for i in indices]
+
+
+def chunks(indices: list[int], parts: int) -> list[list[int]]:
+    step = -(-len(indices) // parts)
+    return [indices[i * step : (i + 1) * step] for i in range(parts)]
+
+
+def lat_stats(blobs: list[bytes]) -> dict[str, float]:
+    values = array("q")
+    for blob in blobs:
+        values.frombytes(blob)
+    ordered = sorted(values)
+    ms = 1e6
+    return {
+        "latency_p50_ms": percentile(ordered, 0.50) / ms,
+        "latency_p99_ms": percentile(ordered, 0.99) / ms,
+        "latency_max_ms": (ordered[-1] / ms) if ordered else 0.0,
+    }
+
+
+def merge_collect(results: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = (
+        "received",
+        "expected",
+        "duplicates",
+        "out_of_order",
+        "short_sockets",
+        "error_frames",
+        "lost_sockets",
+        "dead_before_start",
+        "sockets_at_start",
+    )
+    out: dict[str, Any] = {k: sum(r[k] for r in results) for k in keys}
+    out["unexpected_closes"] = sum(r["unexpected_closes"] for r in results)
+    out["timed_out"] = any(r["timed_out"] for r in results)
+    out["stalled"] = any(r["stalled"] for r in results)
+    out["last_ns"] = max(r["last_ns"] for r in results)
+    firsts = [r["first_ns"] for r in results if r["first_ns"]]
+    out["first_ns"] = min(firsts) if firsts else 0
+    out["error_samples"] = [s for r in results for s in r["error_samples"]][:5]
+    out["client_cpu_s"] = [round(r["client_cpu_s"], 3) for r in results]
+    out["client_wall_s"] = [round(r["client_wall_s"], 3) for r in results]
+    out["all_delivered"] = (
+        out["received"] == out["expected"]
+        and not out["duplicates"]
+        and not out["short_sockets"]
+        and not out["lost_sockets"]
+        and not out["dead_before_start"]
+    )
+    out.update(lat_stats([r["lat"] for r in results]))
+    return out
+
+
+def _connect(
+    clients: Clients, url: str, mode: str, tag: str, per_proc_headers, timeout=60.0, concurrency=100
+) -> dict:
+    specs = [
+        {"url": url, "mode": mode, "tag": tag, "headers": h, "concurrency": concurrency, "timeout": timeout}
+        for h in per_proc_headers
+    ]
+    answers = clients.all("connect", specs)
+    errors: dict[str, int] = {}
+    for a in answers:
+        for k, v in a["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    connected = sum(a["connected"] for a in answers)
+    return {"connected": connected, "errors": errors, "seconds": max(a["seconds"] for a in answers)}
+
+
+def _heal(clients: Clients, quiet: float) -> int:
+    """Reopen sockets the server dropped while connecting; returns how many were reopened."""
+    healed = sum(a["healed"] for a in clients.all("heal", [None] * len(clients.procs), timeout=300))
+    if healed:
+        clients.all("settle", [(quiet, 60.0)] * len(clients.procs), timeout=90)
+    return healed
+
+
+def _start(stack: Stack, server: str, app: str, env: dict[str, str]) -> Server:
+    if server == "daphne":
+        return stack.daphne(app, env)
+    if server == "uvicorn":
+        return stack.uvicorn(app, env)
+    if server == "websockets":
+        return stack.websockets_baseline()
+    raise ValueError(server)
+
+
+# --- 1. fan-out ----------------------------------------------------------------------------------
+FANOUT_TARGETS = {
+    # name: (server, app, path, client mode, client processes)
+    "service-daphne": ("daphne", SERVICE_APP, "/ws/chat/lobby/", "chat", 1),
+    "service-uvicorn": ("uvicorn", SERVICE_APP, "/ws/chat/lobby/", "chat", 1),
+    "channels-daphne": ("daphne", CHANNELS_APP, "/ws/baseline/lobby/", "tutorial", 1),
+    "channels-uvicorn": ("uvicorn", CHANNELS_APP, "/ws/baseline/lobby/", "tutorial", 1),
+    "websockets": ("websockets", "", "/ws/baseline/lobby/", "tutorial", 1),
+    # The same server with the load split over two generator processes: when the figure
+    # does not rise, one generator process is not the bottleneck.
+    "websockets-2clients": ("websockets", "", "/ws/baseline/lobby/", "tutorial", 2),
+}
+
+
+# redis-py 8 caps an asyncio pool at 100 connections and raises MaxConnectionsError past it
+# instead of waiting; channels_redis does a group_add per handshake, so 100 handshakes in
+# flight break the plain-Channels baseline under uvicorn (measured; see docs/benchmarks.md).
+FANOUT_CONNECT_CONCURRENCY = 25
+
+
+def fanout_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
+    server_kind, app, path, mode, n_clients = FANOUT_TARGETS[name]
+    if mode == "chat" and not prep["chat"]:
+        raise Skip("chat endpoint /ws/chat/<slug>/ is not in config.routing yet (chat not merged)")
+    n = size("fanout_sockets", quick)
+    m = size("fanout_messages", quick)
+    prefix = new_prefix()
+    env = bench_env(CHANNEL_LAYER_PREFIX=prefix)
+    tag = uuid.uuid4().hex[:8]
+    with Stack() as stack, Clients(n_clients) as clients:
+        try:
+            server = _start(stack, server_kind, app, env)
+            url = f"ws://127.0.0.1:{server.port}{path}"
+            # At most FANOUT_CONNECT_CONCURRENCY handshakes in flight: connecting is not what
+            # this workload measures (see the idle workload), delivering is.
+            per_proc = [headers_for(prep, server.port, c) for c in chunks(list(range(n)), n_clients)]
+            conn = _connect(clients, url, mode, tag, per_proc, concurrency=FANOUT_CONNECT_CONCURRENCY)
+            if conn["connected"] != n:
+                raise RuntimeError(f"{name}: {conn['connected']}/{n} sockets connected: {conn['errors']}")
+            quiet = 1.0 if mode == "chat" else 0.3
+            settle = clients.all("settle", [(quiet, 60.0)] * n_clients, timeout=90)
+            reopened = _heal(clients, quiet)
+            clients.all("mark", [None] * n_clients)
+            cpu0 = proc_cpu_seconds(server.pid)
+            sent = clients.procs[0].call(
+                "post", {"count": m, "format": "chat" if mode == "chat" else "tutorial"}
+            )
+            res = merge_collect(
+                clients.all(
+                    "collect",
+                    [
+                        {"expected": len(c) * m, "expected_each": m, "timeout": 300}
+                        for c in chunks(list(range(n)), n_clients)
+                    ],
+                    timeout=400,
+                )
+            )
+            cpu1 = proc_cpu_seconds(server.pid)
+        finally:
+            log = stack.servers[0].log_tail() if stack.servers else ""
+            drop_prefix(prefix)
+    span = (res["last_ns"] - sent["t_first_send"]) / 1e9
+    res.update(
+        {
+            "server": server_kind,
+            "command": server.command(),
+            "sockets": n,
+            "messages": m,
+            "client_processes": n_clients,
+            "connect_s": round(conn["seconds"], 3),
+            "settle_s": round(settle[0]["waited_s"], 3),
+            "reopened_before_start": reopened,
+            "seconds": round(span, 4),
+            "deliveries_per_s": round(res["received"] / span, 1) if span > 0 else 0.0,
+            "server_cpu_s": round(cpu1 - cpu0, 3),
+        }
+    )
+    if not res["all_delivered"]:
+        res["server_log_tail"] = log
+    for k in ("first_ns", "last_ns"):
+        res.pop(k)
+    return res
+
+
+def fanout(prep: dict, quick: bool) -> dict[str, Any]:
+    targets = {}
+    names = list(FANOUT_TARGETS)
+    if quick:
+        names.remove("websockets-2clients")
+    for name in names:
+        try:
+            targets[name] = fanout_target(name, prep, quick)
+        except Skip as exc:
+            targets[name] = {"skipped": str(exc)}
+        except Exception as exc:
+            targets[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    rate = {k: v.get("deliveries_per_s") for k, v in targets.items()}
+    ratios = {}
+    if rate.get("service-daphne") and rate.get("channels-daphne"):
+        ratios["service_daphne_vs_channels_daphne"] = round(
+            rate["service-daphne"] / rate["channels-daphne"], 3
+        )
+    if rate.get("service-uvicorn") and rate.get("websockets"):
+        ratios["service_uvicorn_vs_websockets"] = round(rate["service-uvicorn"] / rate["websockets"], 3)
+    if rate.get("channels-daphne") and rate.get("websockets"):
+        ratios["channels_daphne_vs_websockets"] = round(rate["channels-daphne"] / rate["websockets"], 4)
+    if rate.get("websockets-2clients") and rate.get("websockets"):
+        ratios["websockets_2clients_vs_1client"] = round(rate["websockets-2clients"] / rate["websockets"], 3)
+    return {"targets": targets, "ratios": ratios}
+
+
+# --- 2. push latency -----------------------------------------------------------------------------
+def push(prep: dict, quick: bool, servers=("daphne", "uvicorn")) -> dict[str, Any]:
+    n = size("push_users", quick)
+    rate = size("push_rate", quick)
+    seconds = size("push_seconds", quick)
+    out = {}
+    for server_kind in servers:
+        prefix = new_prefix()
+        env = bench_env(CHANNEL_LAYER_PREFIX=prefix)
+        tag = uuid.uuid4().hex[:8]
+        with Stack() as stack, Clients(1) as clients:
+            try:
+                server = _start(stack, server_kind, SERVICE_APP, env)
+                url = f"ws://127.0.0.1:{server.port}/ws/notifications/"
+                conn = _connect(clients, url, "notif", tag, [headers_for(prep, server.port, range(n))])
+                if conn["connected"] < n * 0.9:
+                    raise RuntimeError(f"push: {conn['connected']}/{n} connected: {conn['errors']}")
+                clients.all("settle", [(0.3, 10.0)])
+                reopened = _heal(clients, 0.3)
+                clients.all("mark", [None])
+                driver = run_django(
+                    ["push", tag, str(rate), str(seconds), str(n)], env=env, timeout=seconds * 10 + 120
+                )
+                res = merge_collect(
+                    clients.all("collect", [{"per_socket": driver.pop("counts"), "timeout": 60}])
+                )
+            finally:
+                drop_prefix(prefix)
+        res.update(
+            {
+                "server": server_kind,
+                "command": server.command(),
+                "users": n,
+                "rate_per_s": rate,
+                "duration_s": seconds,
+                "connect_s": round(conn["seconds"], 3),
+                "connected": conn["connected"],
+                "connect_errors": conn["errors"],
+                "reopened_before_start": reopened,
+                "driver": driver,
+            }
+        )
+        for k in ("first_ns", "last_ns"):
+            res.pop(k)
+        out[server_kind] = res
+    return {"targets": out}
+
+
+# --- 3. broadcast -------------------------------------------------------------------------------
+def broadcast(prep: dict, quick: bool, servers=("daphne", "uvicorn")) -> dict[str, Any]:
+    n = size("broadcast_users", quick)
+    out = {}
+    for server_kind in servers:
+        prefix = new_prefix()
+        env = bench_env(CHANNEL_LAYER_PREFIX=prefix)
+        tag = uuid.uuid4().hex[:8]
+        with Stack() as stack, Clients(1) as clients:
+            try:
+                server = _start(stack, server_kind, SERVICE_APP, env)
+                url = f"ws://127.0.0.1:{server.port}/ws/notifications/"
+                conn = _connect(clients, url, "notif", tag, [headers_for(prep, server.port, range(n))])
+                if conn["connected"] < n * 0.9:
+                    raise RuntimeError(f"broadcast: {conn['connected']}/{n} connected: {conn['errors']}")
+                clients.all("settle", [(0.5, 20.0)])
+                reopened = _heal(clients, 0.5)
+                clients.all("mark", [None])
+                driver = run_django(["broadcast", tag], env=env, timeout=300)
+                res = merge_collect(
+                    clients.all("collect", [{"expected": n, "expected_each": 1, "timeout": 120}])
+                )
+            finally:
+                drop_prefix(prefix)
+        commit = driver["t_commit"]
+        res.update(
+            {
+                "server": server_kind,
+                "command": server.command(),
+                "users": n,
+                "recipients": driver["recipients"],
+                "connect_s": round(conn["seconds"], 3),
+                "connected": conn["connected"],
+                "connect_errors": conn["errors"],
+                "reopened_before_start": reopened,
+                "call_to_commit_ms": round((commit - driver["t_call"]) / 1e6, 2),
+                "commit_to_return_ms": round((driver["t_return"] - commit) / 1e6, 2),
+                "commit_to_first_receipt_ms": round((res["first_ns"] - commit) / 1e6, 2)
+                if res["first_ns"]
+                else None,
+                "commit_to_last_receipt_ms": round((res["last_ns"] - commit) / 1e6, 2)
+                if res["last_ns"]
+                else None,
+            }
+        )
+        for k in ("first_ns", "last_ns"):
+            res.pop(k)
+        out[server_kind] = res
+    return {"targets": out}
+
+
+# --- 4. idle sockets ----------------------------------------------------------------------------
+def idle(prep: dict, quick: bool, servers=("daphne", "uvicorn")) -> dict[str, Any]:
+    n = size("idle_sockets", quick)
+    warm = min(50, n // 2)
+    out = {}
+    for server_kind in servers:
+        prefix = new_prefix()
+        env = bench_env(CHANNEL_LAYER_PREFIX=prefix)
+        tag = uuid.uuid4().hex[:8]
+        with Stack() as stack, Clients(1) as clients:
+            try:
+                server = _start(stack, server_kind, SERVICE_APP, env)
+                url = f"ws://127.0.0.1:{server.port}/ws/notifications/"
+                # Warm up first (imports, pools, first queries), then measure the rest.
+                first = _connect(clients, url, "notif", tag, [headers_for(prep, server.port, range(warm))])
+                time.sleep(1.0)
+                rss0 = proc_rss_kib(server.pid)
+                conn = _connect(
+                    clients, url, "notif", tag, [headers_for(prep, server.port, range(warm, n))], timeout=120
+                )
+                time.sleep(2.0)
+                hold = clients.all("settle", [(2.0, 10.0)])
+                rss1 = proc_rss_kib(server.pid)
+                res = merge_collect(clients.all("collect", [{"expected": 0, "timeout": 1, "linger": 1.0}]))
+            finally:
+                drop_prefix(prefix)
+        measured = conn["connected"]
+        errors = sum(first["errors"].values()) + sum(conn["errors"].values()) + res["unexpected_closes"]
+        out[server_kind] = {
+            "server": server_kind,
+            "command": server.command(),
+            "sockets": first["connected"] + measured,
+            "requested": n,
+            "rss_before_kib": rss0,
+            "rss_after_kib": rss1,
+            "rss_per_socket_kib": round((rss1 - rss0) / measured, 2) if measured else None,
+            "handshakes_per_s": round(measured / conn["seconds"], 1) if conn["seconds"] else None,
+            "connect_s": round(conn["seconds"], 3),
+            "errors": errors,
+            "error_kinds": {**first["errors"], **conn["errors"]},
+            "unexpected_closes": res["unexpected_closes"],
+            "hold_s": round(hold[0]["waited_s"], 2),
+        }
+    return {"targets": out}
+
+
+# --- 5. across workers --------------------------------------------------------------------------
+def _calls_total(before: dict[str, int], after: dict[str, int]) -> tuple[int, dict[str, int]]:
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    delta = {k: v for k, v in delta.items() if v}
+    return sum(delta.values()), dict(sorted(delta.items(), key=lambda kv: -kv[1])[:8])
+
+
+def workers_target(name: str, app: str, path: str, mode: str, prep: dict, quick: bool) -> dict[str, Any]:
+    m = size("workers_messages", quick)
+    per_size = {}
+    for n in size("workers_sizes", quick):
+        prefix = new_prefix()
+        env = bench_env(CHANNEL_LAYER_PREFIX=prefix)
+        tag = uuid.uuid4().hex[:8]
+        with Stack() as stack, Clients(2) as clients:
+            try:
+                a = stack.daphne(app, env)
+                b = stack.daphne(app, env)
+                # Alternate sockets between the workers; the poster (index 0) is on worker A.
+                halves = [list(range(0, n, 2)), list(range(1, n, 2))]
+                specs = []
+                for server, idx in zip((a, b), halves, strict=True):
+                    specs.append(
+                        {
+                            "url": f"ws://127.0.0.1:{server.port}{path}",
+                            "mode": mode,
+                            "tag": tag,
+                            "headers": headers_for(prep, server.port, idx),
+                            "concurrency": FANOUT_CONNECT_CONCURRENCY,
+                            "timeout": 60.0,
+                        }
+                    )
+                answers = clients.all("connect", specs)
+                connected = sum(x["connected"] for x in answers)
+                if connected != n:
+                    raise RuntimeError(
+                        f"workers: {connected}/{n} connected: {[x['errors'] for x in answers]}"
+                    )
+                clients.all("settle", [(1.0, 60.0)] * 2, timeout=90)
+                reopened = _heal(clients, 1.0)
+                # Background rate (idle polling, and anyone else on this Redis server).
+                idle0 = redis_calls()
+                t_idle = time.monotonic()
+                time.sleep(2.0)
+                idle1 = redis_calls()
+                idle_rate = _calls_total(idle0, idle1)[0] / (time.monotonic() - t_idle)
+                clients.all("mark", [None, None])
+                before = redis_calls()
+                t0 = time.monotonic()
+                clients.procs[0].call(
+                    "post", {"count": m, "format": "chat" if mode == "chat" else "tutorial"}
+                )
+                res = merge_collect(
+                    clients.all(
+                        "collect",
+                        [{"expected": len(h) * m, "expected_each": m, "timeout": 300} for h in halves],
+                        timeout=400,
+                    )
+                )
+                after = redis_calls()
+                dt = time.monotonic() - t0
+            finally:
+                drop_prefix(prefix)
+        total, top = _calls_total(before, after)
+        net = max(0.0, total - idle_rate * dt)
+        per_size[str(n)] = {
+            "members": n,
+            "messages": m,
+            "received": res["received"],
+            "expected": res["expected"],
+            "all_delivered": res["all_delivered"],
+            "duplicates": res["duplicates"],
+            "out_of_order": res["out_of_order"],
+            "lost_sockets": res["lost_sockets"],
+            "reopened_before_start": reopened,
+            "redis_calls_raw": total,
+            "idle_calls_per_s": round(idle_rate, 1),
+            "window_s": round(dt, 3),
+            "redis_commands_per_message": round(net / m, 1),
+            "top_commands": top,
+            "command": f"{a.command()}  +  {b.command()}",
+        }
+    sizes = sorted(per_size.values(), key=lambda r: r["members"])
+    growth = None
+    if len(sizes) >= 2 and sizes[0]["redis_commands_per_message"]:
+        growth = round(sizes[-1]["redis_commands_per_message"] / sizes[0]["redis_commands_per_message"], 2)
+    return {"sizes": per_size, "growth_small_to_large": growth}
+
+
+def workers(prep: dict, quick: bool) -> dict[str, Any]:
+    out = {}
+    if prep["chat"]:
+        out["service-daphne-x2"] = workers_target(
+            "service", SERVICE_APP, "/ws/chat/lobby/", "chat", prep, quick
+        )
+    else:
+        out["service-daphne-x2"] = {"skipped": "chat endpoint /ws/chat/<slug>/ is not in config.routing yet"}
+    out["channels-daphne-x2"] = workers_target(
+        "channels", CHANNELS_APP, "/ws/baseline/lobby/", "tutorial", prep, quick
+    )
+    return {"targets": out}
+
+
+WORKLOADS = {
+    "fanout": (fanout, "fanout_sockets"),
+    "push": (push, "push_users"),
+    "broadcast": (broadcast, "broadcast_users"),
+    "idle": (idle, "idle_sockets"),
+    "workers": (workers, None),
+}
+
+
+def users_needed(name: str, quick: bool) -> int:
+    key = WORKLOADS[name][1]
+    if key is None:
+        return max(size("workers_sizes", quick))
+    return size(key, quick)
+
+
+def run(name: str, quick: bool) -> dict[str, Any]:
+    """Prepare exactly the users this workload needs, then run it."""
+    prep = run_django(["prepare", str(users_needed(name, quick))])
+    func = WORKLOADS[name][0]
+    return func(prep, quick)

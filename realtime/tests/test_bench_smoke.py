@@ -1,0 +1,78 @@
+"""Smoke run of the benchmark workloads at tiny N (`python -m bench --quick`).
+
+No timing assertions: only that every workload runs end to end against real
+servers (daphne, uvicorn, the baselines) and that every delivery arrived,
+exactly once and in order. Needs PostgreSQL and Redis, like the suite itself;
+it uses a database of its own (the test database's name + `_bench_smoke`) and
+a channel-layer prefix of its own per target, so it touches nothing else.
+The chat targets run once the chat endpoint is merged; until then the
+workloads report them as skipped.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytest.importorskip("picows")
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(180)]
+
+
+@pytest.fixture
+def bench_database(monkeypatch):
+    import dj_database_url
+
+    url = os.environ.get("DATABASE_URL", "")
+    name = dj_database_url.parse(url)["NAME"]
+    monkeypatch.setenv("DATABASE_URL", url.rsplit("/", 1)[0] + f"/{name}_bench_smoke")
+    monkeypatch.setenv("DJANGO_SECRET_KEY", "bench-smoke-secret-key")
+
+
+def delivered(result: dict) -> None:
+    assert result["all_delivered"], result
+    assert result["received"] == result["expected"] > 0
+    assert result["duplicates"] == 0
+    assert result["out_of_order"] == 0
+
+
+def test_fanout_quick(bench_database):
+    from bench.workloads import run
+
+    targets = run("fanout", quick=True)["targets"]
+    for name in ("channels-daphne", "channels-uvicorn", "websockets"):
+        delivered(targets[name])
+    for name in ("service-daphne", "service-uvicorn"):
+        if "skipped" not in targets[name]:
+            delivered(targets[name])
+
+
+@pytest.mark.parametrize("workload", ["push", "broadcast"])
+def test_notifications_quick(bench_database, workload):
+    from bench.workloads import run
+
+    targets = run(workload, quick=True)["targets"]
+    assert set(targets) == {"daphne", "uvicorn"}
+    for result in targets.values():
+        delivered(result)
+
+
+def test_idle_quick(bench_database):
+    from bench.workloads import run
+
+    for result in run("idle", quick=True)["targets"].values():
+        assert result["sockets"] == result["requested"]
+        assert result["errors"] == 0, result
+
+
+def test_workers_quick(bench_database):
+    from bench.workloads import run
+
+    targets = run("workers", quick=True)["targets"]
+    for name, target in targets.items():
+        if "skipped" in target:
+            assert name.startswith("service")
+            continue
+        for result in target["sizes"].values():
+            assert result["all_delivered"], result
