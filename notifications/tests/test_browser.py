@@ -164,14 +164,14 @@ async def test_a_dead_connection_is_noticed_by_ping_and_replaced(browser_as, liv
     await expect(page.locator("#conn-state")).to_have_attribute("data-state", "open")
 
 
-async def test_logging_in_again_after_the_session_ends(browser_as, alice):
-    """A socket refused for authentication (4401) stops retrying and sends the user to log in."""
+async def test_logging_out_in_one_tab_sends_the_other_tabs_to_the_login_page(browser_as, alice):
+    """Logging out closes the user's sockets with 4401; the client stops and sends the user to log in."""
     tab = await browser_as(alice)
     page = await tab.page("/chat/")
-    await page.wait_for_function(SETTLED)
-    await tab.context.clear_cookies()
-    # Make the next connection attempt happen now; without a session it is closed with 4401.
-    await page.evaluate("window.notificationSocket.drop(); window.notificationSocket.connect()")
+    other = await tab.page("/notifications/")
+    for p in (page, other):
+        await p.wait_for_function(SETTLED)
+    await other.locator("#logout").click()
     await expect(page).to_have_url(re.compile(r"/accounts/login/\?next=(/|%2F)chat(/|%2F)$"))
 
 
