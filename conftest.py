@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -164,6 +165,240 @@ async def run_manage(*args: str) -> str:
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
     return out.decode()
+
+
+# --- Real browser against a real server ------------------------------------------------
+# Browser tests (marked `browser`) drive Debian's Chromium through Playwright's async API
+# against daphne in a subprocess that shares this test's database and channel layer.
+# pytest-django's live_server is WSGI and cannot serve websockets, hence daphne.
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+ARTIFACTS = settings.BASE_DIR / "test-artifacts"
+SCREENSHOTS = settings.BASE_DIR / "docs" / "screenshots"
+
+
+def free_port() -> int:
+    """A free loopback port from the kernel's ephemeral range (never 8000 or 8100-8104)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LiveServer:
+    """A worker (`python -m realtime.serve`, daphne with a graceful drain) on one loopback port.
+
+    It can be stopped (SIGTERM: open sockets get 1012) and started again on the same port.
+    """
+
+    def __init__(self, env: dict[str, str], log_name: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = env
+        self.log_path = ARTIFACTS / f"{log_name}.server.log"
+        self.process = None
+        self.paused = False
+
+    async def start(self, wait: float = 30) -> None:
+        import asyncio
+        import sys
+
+        assert self.process is None, "already running"
+        ARTIFACTS.mkdir(exist_ok=True)
+        self._log = log = open(self.log_path, "ab")  # noqa: ASYNC230 - a local file, handed to the child
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "realtime.serve",  # daphne with the graceful drain: SIGTERM closes sockets with 1012
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "config.asgi:application",
+            env=self.env,
+            cwd=str(settings.BASE_DIR),
+            stdout=log,
+            stderr=log,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while not await self._healthy():
+            if self.process.returncode is not None:
+                raise RuntimeError(f"daphne exited with {self.process.returncode}; see {self.log_path}")
+            if loop.time() > deadline:
+                await self.stop()
+                raise RuntimeError(f"daphne did not answer within {wait}s; see {self.log_path}")
+            await asyncio.sleep(0.1)  # polling for readiness, not synchronising a test
+
+    async def _healthy(self) -> bool:
+        import asyncio
+
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), 2)
+        except (OSError, TimeoutError):
+            return False
+        try:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            status = await asyncio.wait_for(reader.readline(), 5)
+            return b" 200 " in status
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        import asyncio
+        import signal
+
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if self.paused:
+            process.send_signal(signal.SIGCONT)
+            self.paused = False
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 15)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        self._log.close()
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): its sockets stay open but nothing answers."""
+        import signal
+
+        self.process.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        import signal
+
+        self.process.send_signal(signal.SIGCONT)
+        self.paused = False
+
+
+def server_env(tag: str) -> dict[str, str]:
+    env = subprocess_env()
+    env.update(
+        DJANGO_DEBUG="false",
+        DJANGO_SECURE_COOKIES="false",  # plain http on loopback
+        WHITENOISE_USE_FINDERS="true",  # static files without collectstatic
+        DATABASE_CONN_MAX_AGE="0",
+        # Keys of this test's own in a shared Redis (presence, rate limits).
+        PRESENCE_KEY_PREFIX=f"test-presence-{tag}",
+        CHAT_RATE_KEY_PREFIX=f"test-rate-{tag}",
+        DRAIN_GRACE_SECONDS="0.2",  # a test restart need not wait for a proxy to notice
+        LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+async def live_server_asgi(transactional_db, request):
+    """A daphne subprocess on a free loopback port, stopped at teardown."""
+    tag = uuid.uuid4().hex[:10]
+    server = LiveServer(server_env(tag), log_name=request.node.name.replace("/", "_")[:80])
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def browser():
+    from playwright.async_api import async_playwright, expect
+
+    expect.set_options(timeout=15_000)  # a restart or a reconnect takes a few seconds
+
+    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 - once per test, before any I/O matters
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (.ci/run does)")
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        await chromium.close()
+
+
+class BrowserUser:
+    """One browser context logged in as one user; records page errors and dialogs."""
+
+    def __init__(self, context, user) -> None:
+        self.context = context
+        self.user = user
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+
+    async def page(self, path: str = "/"):
+        page = await self.context.new_page()
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+
+        async def dismiss(dialog):
+            self.dialogs.append(f"{dialog.type}: {dialog.message}")
+            await dialog.dismiss()
+
+        page.on("dialog", dismiss)
+        await page.goto(path)
+        return page
+
+
+@pytest.fixture
+async def browser_as(browser, live_server_asgi):
+    """`await browser_as(user)`: a fresh context with that user's session cookie."""
+    users: list[BrowserUser] = []
+
+    async def open_as(user=None, *, socket_options: dict | None = None) -> BrowserUser:
+        import json
+
+        context = await browser.new_context(
+            base_url=live_server_asgi.url, viewport={"width": 1100, "height": 720}
+        )
+        context.set_default_timeout(15_000)
+        if socket_options:
+            await context.add_init_script(f"window.RELAY_SOCKET_OPTIONS = {json.dumps(socket_options)};")
+        if user is not None:
+            key = await database_sync_to_async(session_cookie)(user)
+            await context.add_cookies(
+                [{"name": settings.SESSION_COOKIE_NAME, "value": key, "url": live_server_asgi.url}]
+            )
+        browser_user = BrowserUser(context, user)
+        users.append(browser_user)
+        return browser_user
+
+    yield open_as
+    for browser_user in users:
+        await browser_user.context.close()
+    errors = [error for u in users for error in u.errors]
+    assert not errors, f"JavaScript errors on the pages: {errors}"
+
+
+async def save_screenshot(page, name: str) -> None:
+    """A test artifact in test-artifacts/; with UPDATE_SCREENSHOTS=1 also the README's copy in docs/."""
+    import shutil
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    target = ARTIFACTS / f"{name}.png"
+    await page.screenshot(path=str(target))
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(target, SCREENSHOTS / f"{name}.png")
 
 
 async def closed_with(communicator: WebsocketCommunicator, wait: float = 10) -> tuple[int, str | None]:

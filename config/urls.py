@@ -13,6 +13,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("notifications/", include("notifications.urls")),
+    path("chat/", include("chat.urls")),
     path("api/notifications/", notifications_api.inbox),
     path("api/notifications/unread-count/", notifications_api.unread_count),
     path("api/notifications/read/", notifications_api.mark_read),

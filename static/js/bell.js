@@ -1,19 +1,33 @@
-// The bell in the header: a live unread badge on every page.
+// The bell in the header: a live unread badge on every page, and the socket's state.
 (function () {
   "use strict";
   const badge = document.getElementById("bell-badge");
-  const socket = new RealtimeSocket("/ws/notifications/");
-  window.notificationSocket = socket;
-  function show(count) {
-    badge.textContent = count > 99 ? "99+" : String(count);
-    badge.hidden = count === 0;
-    badge.dataset.count = String(count);
-  }
-  let unread = 0;
-  socket.addEventListener("welcome", (e) => { unread = e.detail.unread; show(unread); });
-  socket.addEventListener("notification", (e) => {
-    socket.seen(e.detail.notification.id);
-    if (!e.detail.notification.read) { unread += 1; show(unread); }
+  const bell = document.getElementById("bell");
+  const live = document.getElementById("live-state");
+  const socket = new RealtimeSocket("/ws/notifications/", {
+    itemOf: (frame) => (frame.type === "notification" ? frame.notification : null),
   });
-  socket.addEventListener("read", (e) => { unread = e.detail.unread; show(unread); });
+  window.notificationSocket = socket;
+  let unread = Number(badge.dataset.count || 0);
+
+  function show(count) {
+    unread = Math.max(0, count);
+    badge.textContent = unread > 99 ? "99+" : String(unread);
+    badge.hidden = unread === 0;
+    badge.dataset.count = String(unread);
+    bell.setAttribute("aria-label", unread ? "Notifications, " + unread + " unread" : "Notifications");
+  }
+  show(unread);
+
+  socket.addEventListener("welcome", (e) => show(e.detail.unread));
+  socket.addEventListener("notification", (e) => {
+    const n = e.detail.notification;
+    // welcome.unread already counts everything up to welcome.last_id; a replay only fills the list.
+    if (!n.read && n.id > socket.welcomeLastId) show(unread + 1);
+  });
+  socket.addEventListener("read", (e) => show(e.detail.unread));
+  socket.addEventListener("state", (e) => {
+    live.dataset.state = e.detail;
+    live.title = "Live updates: " + e.detail;
+  });
 })();
