@@ -36,18 +36,12 @@ def _database_ok() -> bool:
         connection.close()
 
 
-# One readiness channel per event loop, reused: with the pub/sub layer every
-# new channel is a Redis subscription that a completed receive never drops,
-# so a fresh channel per probe would leak one subscription per request.
-_ready_channels: dict[int, str] = {}
-
-
 async def _layer_round_trip() -> None:
+    # A fresh channel per probe. (With the pub/sub layer that is one more
+    # subscription per probe, never dropped: reusing one channel was tried and
+    # broke after a Redis restart, see docs/reliability.md, known issues.)
     layer = get_channel_layer()
-    key = id(asyncio.get_running_loop())
-    channel = _ready_channels.get(key)
-    if channel is None:
-        channel = _ready_channels[key] = await layer.new_channel()
+    channel = await layer.new_channel()
     await layer.send(channel, {"type": "ready.check"})
     await layer.receive(channel)
 
