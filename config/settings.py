@@ -208,6 +208,10 @@ CHAT_HISTORY = env_int("CHAT_HISTORY", 50, minimum=0)
 # How often a worker re-adds its channel-layer group memberships (they expire,
 # and a restarted Redis forgets them).
 HUB_REFRESH_SECONDS = env_float("HUB_REFRESH_SECONDS", 60.0, minimum=0.05)
+# A worker pings itself through the channel layer this often while it has
+# sockets; no echo within the timeout closes its sockets (1011) so clients resume.
+HUB_HEARTBEAT_SECONDS = env_float("HUB_HEARTBEAT_SECONDS", 5.0, minimum=0.05)
+HUB_HEARTBEAT_TIMEOUT_SECONDS = env_float("HUB_HEARTBEAT_TIMEOUT_SECONDS", 10.0, minimum=0.05)
 CHAT_REPLAY_LIMIT = env_int("CHAT_REPLAY_LIMIT", 100, minimum=1)
 # This many `rate_limited` answers within the window close the socket with 4429.
 CHAT_ABUSE_LIMIT = env_int("CHAT_ABUSE_LIMIT", 20, minimum=1)

@@ -290,6 +290,16 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             return None
         return self._deliver_inline(event)
 
+    def hub_lost(self) -> None:
+        """The hub's live feed broke (Redis down or restarted): events may be gone.
+
+        Close rather than sit silent; the client reconnects and resumes from the
+        database. 1011 with reason `unavailable`, as for a socket whose groups
+        cannot be set up.
+        """
+        if not self.closed:
+            self._closing = asyncio.ensure_future(self.close_with(CloseCode.SERVER_ERROR, "unavailable"))
+
     async def _deliver_inline(self, event: dict[str, Any]) -> None:
         try:
             await self._event_handler(event)(event)

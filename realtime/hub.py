@@ -31,10 +31,15 @@ from realtime.protocol import encode
 logger = logging.getLogger("realtime.hub")
 
 HUB_EVENT = "hub.event"
+# The hub's own heartbeat: sent to its channel and expected back (see _heartbeat_loop).
+HUB_PING = "hub.ping"
 
 
 class Subscriber(Protocol):
     def hub_deliver(self, event: dict[str, Any]) -> Awaitable[None] | None: ...
+
+    def hub_lost(self) -> None:
+        """The live feed broke: events may have been lost; the socket should go away."""
 
 
 def envelope(group: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +67,8 @@ class Hub:
         self._joined: dict[str, asyncio.Future] = {}
         self._tasks: list[asyncio.Task] = []
         self._started = False
+        self._ping_seq = 0
+        self._echo: asyncio.Future | None = None
 
     async def _start(self) -> None:
         if self._started:
@@ -73,6 +80,7 @@ class Hub:
         self._tasks = [
             asyncio.ensure_future(self._receive_loop()),
             asyncio.ensure_future(self._refresh_loop()),
+            asyncio.ensure_future(self._heartbeat_loop()),
         ]
 
     async def subscribe(self, group: str, subscriber: Subscriber) -> None:
@@ -121,6 +129,10 @@ class Hub:
             await self.dispatch(message)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
+        if message.get("type") == HUB_PING:
+            if self._echo is not None and not self._echo.done() and message.get("seq") == self._ping_seq:
+                self._echo.set_result(None)
+            return
         group = message.get("group")
         event = message.get("event")
         if message.get("type") != HUB_EVENT or not isinstance(event, dict):
@@ -142,6 +154,51 @@ class Hub:
         while True:
             await asyncio.sleep(settings.HUB_REFRESH_SECONDS)
             await self._rejoin_all()
+
+    async def _heartbeat_loop(self) -> None:
+        """Notice a broken live feed and make the local sockets reconnect.
+
+        The pub/sub layer reconnects to Redis by itself and never tells its
+        reader, so events published while the link was down vanish silently
+        and a quiet inbox would never learn it missed something. So, while it
+        has sockets, the hub sends itself a ping through Redis every
+        HUB_HEARTBEAT_SECONDS; a ping that cannot be sent, or does not come
+        back within HUB_HEARTBEAT_TIMEOUT_SECONDS (Redis down, restarted or
+        frozen), closes every local socket with 1011 `unavailable`. Clients
+        reconnect and `resume` from PostgreSQL, which loses nothing.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(settings.HUB_HEARTBEAT_SECONDS)
+            if not self.members:
+                continue
+            self._ping_seq += 1
+            self._echo = loop.create_future()
+            timeout = settings.HUB_HEARTBEAT_TIMEOUT_SECONDS
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.layer.send(self.channel, {"type": HUB_PING, "seq": self._ping_seq})
+                    await self._echo
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a timeout or any layer failure: the feed is not trustworthy
+                observe.layer_failure("hub_heartbeat")
+                logger.warning(
+                    "hub: live feed lost (%s); closing %d local sockets",
+                    type(exc).__name__,
+                    self._local_count(),
+                )
+                self._lose_all()
+
+    def _local_count(self) -> int:
+        return len({s for members in self.members.values() for s in members})
+
+    def _lose_all(self) -> None:
+        for subscriber in {s for members in self.members.values() for s in members}:
+            try:
+                subscriber.hub_lost()
+            except Exception:
+                logger.exception("hub: closing one socket failed")
 
     async def _rejoin_all(self) -> bool:
         try:
