@@ -66,14 +66,18 @@ class Hub:
         self.members: dict[str, set[Subscriber]] = {}
         self._joined: dict[str, asyncio.Future] = {}
         self._tasks: list[asyncio.Task] = []
-        self._started = False
+        self._starting: asyncio.Future | None = None
         self._ping_seq = 0
         self._echo: asyncio.Future | None = None
 
     async def _start(self) -> None:
-        if self._started:
-            return
-        self._started = True
+        # Sockets that connect together all wait for the one channel: none
+        # may join a group before it exists.
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._open_channel())
+        await asyncio.shield(self._starting)
+
+    async def _open_channel(self) -> None:
         # The default prefix matters: channels_redis reads all of a process's
         # channels through one shared key per prefix.
         self.channel = await self.layer.new_channel()

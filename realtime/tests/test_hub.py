@@ -85,3 +85,18 @@ async def test_group_membership_lost_from_redis_is_rebuilt(socket_for, alice, se
 
 async def receive_nothing(socket) -> None:
     assert await socket.receive_nothing(timeout=0.05)
+
+
+async def test_sockets_that_connect_together_to_a_fresh_worker_all_get_their_welcome(socket_for, make_user):
+    """The first sockets of a worker race to set up its hub; every one of them is welcomed."""
+    import asyncio
+
+    from realtime.hub import close_hub
+
+    users = [await sync_to_async(make_user)(f"racer{i}") for i in range(8)]
+    closing = close_hub()  # a fresh hub, as in a worker that just started
+    if closing is not None:
+        await closing
+    sockets = await asyncio.gather(*(socket_for("/ws/notifications/", user) for user in users))
+    welcomes = await asyncio.gather(*(receive_type(socket, "welcome") for socket in sockets))
+    assert sorted(w["user"]["username"] for w in welcomes) == sorted(u.username for u in users)
