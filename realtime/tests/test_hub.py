@@ -100,3 +100,6 @@ async def test_sockets_that_connect_together_to_a_fresh_worker_all_get_their_wel
     sockets = await asyncio.gather(*(socket_for("/ws/notifications/", user) for user in users))
     welcomes = await asyncio.gather(*(receive_type(socket, "welcome") for socket in sockets))
     assert sorted(w["user"]["username"] for w in welcomes) == sorted(u.username for u in users)
+    from django.db import connections
+
+    await sync_to_async(connections.close_all)()  # the test's own thread, so the database can go
