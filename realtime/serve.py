@@ -41,8 +41,18 @@ logger = logging.getLogger("realtime.serve")
 SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015), *range(3000, 5000)})
 
 
+def buffered_bytes(transport) -> int:
+    """Bytes a Twisted TCP transport holds that the client has not taken yet."""
+    pending = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
+    return pending + getattr(transport, "_tempDataLen", 0)
+
+
 class CloseCodeWebSocketProtocol(WebSocketProtocol):
     def handle_reply(self, message):
+        if message.get("type") == "websocket.send":
+            super().handle_reply(message)
+            self._drop_if_not_reading()
+            return
         code = message.get("code") or 1000
         if message.get("type") == "websocket.close" and self.state == self.STATE_OPEN:
             if code in SENDABLE_CLOSE_CODES:
@@ -52,6 +62,17 @@ class CloseCodeWebSocketProtocol(WebSocketProtocol):
                 )
                 return
         super().handle_reply(message)
+
+    def _drop_if_not_reading(self) -> None:
+        # daphne's send never waits: what a client does not read piles up in
+        # this process. Past the limit the client is cut off (it cannot read a
+        # close frame either); it resumes from the database when it returns.
+        from django.conf import settings
+
+        if self.transport is None or buffered_bytes(self.transport) <= settings.WS_MAX_BUFFER_BYTES:
+            return
+        logger.warning("event=slow_client_dropped buffered=%d", buffered_bytes(self.transport))
+        self.transport.abortConnection()
 
 
 class DrainingServer(Server):
