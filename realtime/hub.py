@@ -68,7 +68,7 @@ class Hub:
         self._tasks: list[asyncio.Task] = []
         self._starting: asyncio.Future | None = None
         self._ping_seq = 0
-        self._echo: asyncio.Future | None = None
+        self.ping_channel: str | None = None
 
     async def _start(self) -> None:
         # Sockets that connect together all wait for the one channel: none
@@ -81,6 +81,9 @@ class Hub:
         # The default prefix matters: channels_redis reads all of a process's
         # channels through one shared key per prefix.
         self.channel = await self.layer.new_channel()
+        # Heartbeats travel on a channel of their own, so a backlog of events
+        # being delivered does not delay them and pass for a dead Redis.
+        self.ping_channel = await self.layer.new_channel()
         self._tasks = [
             asyncio.ensure_future(self._receive_loop()),
             asyncio.ensure_future(self._refresh_loop()),
@@ -133,10 +136,6 @@ class Hub:
             await self.dispatch(message)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        if message.get("type") == HUB_PING:
-            if self._echo is not None and not self._echo.done() and message.get("seq") == self._ping_seq:
-                self._echo.set_result(None)
-            return
         group = message.get("group")
         event = message.get("event")
         if message.get("type") != HUB_EVENT or not isinstance(event, dict):
@@ -171,18 +170,18 @@ class Hub:
         frozen), closes every local socket with 1011 `unavailable`. Clients
         reconnect and `resume` from PostgreSQL, which loses nothing.
         """
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(settings.HUB_HEARTBEAT_SECONDS)
             if not self.members:
                 continue
             self._ping_seq += 1
-            self._echo = loop.create_future()
             timeout = settings.HUB_HEARTBEAT_TIMEOUT_SECONDS
             try:
                 async with asyncio.timeout(timeout):
-                    await self.layer.send(self.channel, {"type": HUB_PING, "seq": self._ping_seq})
-                    await self._echo
+                    await self.layer.send(self.ping_channel, {"type": HUB_PING, "seq": self._ping_seq})
+                    # An older echo that came back late is not this one.
+                    while (await self.layer.receive(self.ping_channel)).get("seq") != self._ping_seq:
+                        pass
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a timeout or any layer failure: the feed is not trustworthy

@@ -363,6 +363,12 @@ async def test_redis_restart_while_posting_loses_nothing(world, alice, tmp_path)
             await redis.stop()  # Redis' memory (subscriptions, presence) is gone
             for n in range(5, 10):
                 await poster.post(n)  # posting keeps working while Redis is down
+
+            async def noticed():
+                return all(1011 in follower.closes for follower in followers)
+
+            # The sockets notice within a few seconds (the hub's heartbeat), not silence.
+            await poll(noticed, seconds=10, what="sockets closed 1011 while Redis is down")
             await redis.start()
             for n in range(10, 15):
                 await poster.post(n)
