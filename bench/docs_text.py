@@ -101,43 +101,53 @@ does not grow with members.
 }
 
 FOOTER = """
-## Findings so far (current application code, before the fan-out work)
+## Findings (run of 2026-11-25, chat and the per-worker hub merged)
 
-The tables above hold the numbers; this is what they say. Figures from the first full run on
-2026-11-25, while four other engineers' pytest runs kept both cores busy (load average above 4
-on 2 cores): absolute figures are far below what the issue quotes for a quiet machine (about
-3,500-6,500 deliveries/s for plain Channels, about 200,000 for websockets); re-run on a quiet
-machine before comparing across runs. Ratios within one run are the figures to compare.
+The tables above hold the numbers. They were taken on the 2-core development machine while
+other test runs were active, so ratios within one run are the figures to compare.
 
-- **Chat is not merged**: the service's fan-out and across-workers targets are skipped; the
-  baselines they will be compared against are measured and saved.
-- **The load generator is not the bottleneck**: against the websockets baseline it used 0.97 s of
-  CPU over a 3.6 s measurement, and two generator processes delivered 1.01x what one did.
-- **redis-py 8 socket timeout vs channels_redis**: redis-py 8 (pinned redis==8.1.0) gives every
-  connection a default `socket_timeout` of 5 s, and channels_redis blocks in `BZPOPMIN` for 5 s
-  (`brpop_timeout`). When a channel is idle the client read can time out first: `TimeoutError:
-  Timeout reading from 127.0.0.1:6379` kills the consumer that held the process's receive lock, and
-  its socket. Observed in every daphne and uvicorn run of the plain-Channels baseline (25 to 45
-  dead consumers per run; one died in the middle of the daphne fan-out), and under uvicorn the
-  remaining consumers of the process stopped receiving: the fan-out stalled at 48,998 of 97,346
-  deliveries. The service uses the same `CHANNEL_LAYERS` settings, so it is exposed too (see the
-  idle workload). Fix, outside `bench/`: pass `socket_timeout` above `brpop_timeout` (or None) in the
-  channel layer's host config.
-- **redis-py 8 pool cap**: an asyncio pool holds at most 100 connections and *raises*
-  `MaxConnectionsError` instead of waiting. channels_redis does one `group_add` per handshake on
-  that pool, so about 100 handshakes in flight break sockets (HTTP 500 at the handshake) - seen
-  with the plain-Channels baseline under uvicorn. The fan-out and workers workloads keep 25
-  handshakes in flight; the idle workload keeps 100 and reports what breaks.
-- **Idle, first attempt (not saved)**: at 100 handshakes in flight, daphne serving the service
-  stopped accepting new sockets at about 4,080 of 10,000 (the count of established connections did
-  not move for 20 s) and the run was stopped. The cause is not isolated yet; the two redis-py
-  limits above are the first suspects. Not yet re-run to completion.
-- **Push driver is the limit of the push workload so far**: one sync driver process calling
-  `notify()` reached 47/s (daphne) and 62/s (uvicorn) of the 200/s asked, with `notify()` itself
-  taking 15 ms at p50 on the loaded machine (several queries, an advisory lock and a synchronous
-  `group_send` per call). The latency figures are therefore at about a quarter of the asked load.
-  Next step: several driver processes, or an async driver.
-- Sockets the server drops while a room fills up are reopened before the measurement starts
-  (`reopened_before_start`); sockets lost during it are counted (`lost_sockets`) and the verdict
-  says MISSED.
+| target | goal | result | verdict |
+| --- | --- | --- | --- |
+| fan-out, daphne, vs plain Channels on daphne | 10x | 4,091 vs 2,919 deliveries/s: 1.40x | missed |
+| fan-out, uvicorn, vs the websockets server | 0.5x | 7,317 vs 83,492 deliveries/s: 0.09x | missed |
+| push latency, 1,000 users, 200 notify()/s | p99 <= 25 ms | daphne 10.2 ms, uvicorn 8.2 ms | met |
+| broadcast to 5,000 users | <= 1 s from commit | daphne 1,003 ms, uvicorn 1,157 ms | missed by 0.3 % / 16 % |
+| idle, 10,000 sockets, one process | 0 errors, <= 30 KiB each | 0 errors; 42.4 / 40.8 KiB | missed |
+| Redis commands per room message | independent of size | one PUBLISH per event | met |
+
+- **Every delivery arrived** in every workload, in order, with no duplicate.
+- **Where fan-out time goes (daphne).** A py-spy profile of the service worker during a
+  300-socket, 60-message fan-out (8,730 deliveries/s in that run): of the samples under the hub's
+  delivery loop, about 40 % are Twisted registering each socket for writing on every frame
+  (`FileDescriptor.startWriting` -> asyncio `add_writer` -> `epoll` modify, then the write and
+  the removal: three system calls per frame), about 15 % autobahn building log arguments
+  (`autobahn.util.hl*`, `click.style`) on every frame even with debug logging off, and the rest
+  autobahn's frame assembly and the ASGI send chain. The project's own per-delivery work (cursor
+  check, the frame encoded once per worker, one function call per socket) is a small share. The
+  websockets baseline writes pre-framed bytes straight to asyncio transports (one system call per
+  frame). So the remaining gap is the server's per-frame path, not the channel layer: plain
+  Channels pays the same Twisted/autobahn cost plus a Redis message, a msgpack decode, a JSON
+  encode and a task switch per socket, which is why the hub only gives 1.4x here. The next step
+  is a fast path in `realtime.serve`'s protocol class: frame the encoded text once per event and
+  write it to each transport directly.
+- **Presence at join time is quadratic**: each socket that joins a 1,000-socket room sends a
+  `presence` frame to every other socket (encoded per socket). The workload waits for that traffic
+  to stop before it measures; a big room should coalesce presence announcements.
+- **Broadcast**: `notify(everyone=True)` for 5,000 users takes about 410 ms from the call to the
+  commit (one bulk INSERT, the previous id of each inbox, 5,000 rows returned) and then about
+  1 s from commit to the last socket, because each recipient's inbox is its own group: 5,000
+  `group_send`s, 64 in flight. One message per worker carrying every recipient's id would remove
+  most of that.
+- **Push latency** is met with room to spare since pushes from plain sync code reuse one event loop
+  and its Redis connections (`notify()` from the driver: 4.8 ms at p50 instead of about 15-27 ms).
+- **Idle memory** is about 41-42 KiB per socket: each socket still has its own channel-layer
+  channel and receive task (used by nothing but forced disconnects now that events come through
+  the hub), plus Django's session and user objects. Dropping the per-socket channel is the obvious
+  next saving.
+- **Redis commands per message**: with the default pub/sub layer a room message costs one PUBLISH
+  whatever the room's size, for the service and for plain Channels alike; the figures subtract a
+  background rate measured just before, so small values (5.2 at 100 members, 0.0 at 1,000) are
+  noise around that one command.
+- **Load generator**: two generator processes delivered 0.89x what one did against the websockets
+  baseline, so one generator is not the bottleneck.
 """
