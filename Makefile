@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench clean venv-dev stack stack-stop stack-status nginx
+.PHONY: run test lint format bench clean venv-dev browser stack stack-stop stack-status nginx
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,16 @@ run: $(BIN)/.installed
 
 # Tests against DATABASE_URL and REDIS_URL when set (CI sets both), else SQLite
 # and the in-process layer, with the Redis-only tests skipped.
-test: $(BIN)/.installed-dev
+# The browser tests drive Debian's Chromium; install it when it is missing
+# (needs root and apt-get, as on the development and CI machines).
+CHROMIUM_PATH ?= /usr/bin/chromium
+browser:
+	@test -x "$(CHROMIUM_PATH)" || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "install Debian's chromium package (the browser tests need $(CHROMIUM_PATH))"; exit 1; fi; }
+
+test: $(BIN)/.installed-dev browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-test-only-secret-key-not-for-production} \
