@@ -56,6 +56,14 @@ def _message_frame(event: dict[str, Any]) -> dict[str, Any]:
     return {"type": "message", "message": event["message"]}
 
 
+def _typing_frame(event: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "typing", "user": event["user"]}
+
+
+def _presence_frame(event: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "presence", "online": event["online"], event["change"]: event["user"]}
+
+
 class ChatConsumer(RealtimeConsumer):
     frames = CHAT_FRAMES
     endpoint = "chat"
@@ -178,15 +186,15 @@ class ChatConsumer(RealtimeConsumer):
 
     async def push_typing(self, event: dict[str, Any]) -> None:
         if event.get("origin") != self.channel_name:
-            await self.send_frame({"type": "typing", "user": event["user"]})
+            await self.send_encoded(encoded_once(event, _typing_frame))
 
     async def push_presence(self, event: dict[str, Any]) -> None:
         if event.get("origin") == self.channel_name or event["version"] < self.presence_version:
             return  # its own news, or older than what this socket already showed
         self.presence_version = event["version"]
-        frame: dict[str, Any] = {"type": "presence", "online": event["online"]}
-        frame[event["change"]] = event["user"]
-        await self.send_frame(frame)
+        # The same text for every socket of the room on this worker: a join
+        # in a big room reaches every member.
+        await self.send_encoded(encoded_once(event, _presence_frame))
 
     # --- helpers ------------------------------------------------------------------------
     def _require_room(self) -> None:
