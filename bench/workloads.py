@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from array import array
@@ -237,6 +238,10 @@ def fanout(prep: dict, quick: bool) -> dict[str, Any]:
     names = list(FANOUT_TARGETS)
     if quick:
         names.remove("websockets-2clients")
+    # While working on one target: BENCH_FANOUT_TARGETS=service-daphne,channels-daphne
+    only = [n for n in os.environ.get("BENCH_FANOUT_TARGETS", "").split(",") if n]
+    if only:
+        names = [n for n in names if n in only]
     for name in names:
         try:
             targets[name] = fanout_target(name, prep, quick)

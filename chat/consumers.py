@@ -27,7 +27,6 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from chat import ratelimit, selectors, services
 from chat.serializers import message_dict, room_dict
 from realtime.consumers import CloseSocket, RealtimeConsumer
-from realtime.hub import encoded_once
 from realtime.presence import Change, get_presence
 from realtime.protocol import (
     CHAT_FRAMES,
@@ -169,6 +168,18 @@ class ChatConsumer(RealtimeConsumer):
         await self.send_frame({"type": "replay_done", "last_id": last_id, "more": more})
 
     # --- channel-layer events ------------------------------------------------------------
+    # Each has a synchronous quick_ form for the hub's common case (see RealtimeConsumer).
+    def quick_push_message(self, event: dict[str, Any]) -> bool:
+        message_id = event["message"]["id"]
+        if message_id <= self.cursor:
+            return True  # already delivered by a replay or a gap fill
+        if (event.get("prev_id") or 0) > self.cursor or not self.write_shared(
+            event, _message_frame, "message"
+        ):
+            return False  # a gap to read from the database, or no fast path: push_message
+        self.cursor = message_id
+        return True
+
     async def push_message(self, event: dict[str, Any]) -> None:
         message = event["message"]
         if message["id"] <= self.cursor:
@@ -179,22 +190,33 @@ class ChatConsumer(RealtimeConsumer):
             return
         self.cursor = message["id"]
         # The same text for every socket of the room on this worker.
-        await self.send_encoded(encoded_once(event, _message_frame))
+        await self.send_shared(event, _message_frame, "message")
 
     async def push_message_deleted(self, event: dict[str, Any]) -> None:
         await self.send_frame({"type": "message_deleted", "id": event["id"]})
 
+    def quick_push_typing(self, event: dict[str, Any]) -> bool:
+        return event.get("origin") == self.channel_name or self.write_shared(event, _typing_frame, "typing")
+
     async def push_typing(self, event: dict[str, Any]) -> None:
         if event.get("origin") != self.channel_name:
-            await self.send_encoded(encoded_once(event, _typing_frame))
+            await self.send_shared(event, _typing_frame, "typing")
+
+    def quick_push_presence(self, event: dict[str, Any]) -> bool:
+        if event.get("origin") == self.channel_name or event["version"] < self.presence_version:
+            return True  # its own news, or older than what this socket already showed
+        if not self.write_shared(event, _presence_frame, "presence"):
+            return False
+        self.presence_version = event["version"]
+        return True
 
     async def push_presence(self, event: dict[str, Any]) -> None:
         if event.get("origin") == self.channel_name or event["version"] < self.presence_version:
-            return  # its own news, or older than what this socket already showed
+            return
         self.presence_version = event["version"]
         # The same text for every socket of the room on this worker: a join
         # in a big room reaches every member.
-        await self.send_encoded(encoded_once(event, _presence_frame))
+        await self.send_shared(event, _presence_frame, "presence")
 
     # --- helpers ------------------------------------------------------------------------
     def _require_room(self) -> None:

@@ -21,7 +21,6 @@ from django.core.exceptions import ValidationError
 from notifications import selectors, services
 from notifications.serializers import notification_dict
 from realtime.consumers import RealtimeConsumer
-from realtime.hub import encoded_once
 from realtime.protocol import (
     NOTIFICATION_FRAMES,
     ErrorCode,
@@ -89,6 +88,18 @@ class NotificationConsumer(RealtimeConsumer):
         await mark_all_read(user=self.user)
 
     # --- channel-layer events ------------------------------------------------------------
+    def quick_push_notification(self, event: dict[str, Any]) -> bool:
+        """push_notification's common case, run by the hub without a coroutine."""
+        notification_id = event["notification"]["id"]
+        if notification_id <= self.cursor:
+            return True
+        if (event.get("prev_id") or 0) > self.cursor or not self.write_shared(
+            event, _notification_frame, "notification"
+        ):
+            return False
+        self.cursor = notification_id
+        return True
+
     async def push_notification(self, event: dict[str, Any]) -> None:
         notification = event["notification"]
         if notification["id"] <= self.cursor:
@@ -98,7 +109,7 @@ class NotificationConsumer(RealtimeConsumer):
             await self._fill_gap(up_to=notification["id"])
             return
         self.cursor = notification["id"]
-        await self.send_encoded(encoded_once(event, _notification_frame))
+        await self.send_shared(event, _notification_frame, "notification")
 
     async def push_read(self, event: dict[str, Any]) -> None:
         await self.send_frame(

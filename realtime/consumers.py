@@ -12,19 +12,20 @@ frame type, `authenticated()` and the `push_*` handlers for their events.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from realtime import drain, observe
+from realtime import drain, observe, wire
 from realtime.errors import UNAVAILABLE_ERRORS
-from realtime.hub import get_hub
+from realtime.hub import encoded_once, get_hub
 from realtime.protocol import (
     Auth,
     ClientFrame,
@@ -66,6 +67,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     guarantee without a task per delivery, hub events run inline only while
     the consumer is idle; while a handler runs (or events are queued), they
     wait in `_pending` and run, in order, right after it.
+
+    Fan-out cost: an event type may have a synchronous `quick_<handler>` next
+    to its `push_<handler>`. The hub calls it first; it handles the common
+    case (write the frame built once per worker, see `write_shared`) with no
+    coroutine, and returns False to hand the event to the async handler
+    (a gap to read from the database, a server without a fast path).
     """
 
     frames: ClassVar[Mapping[str, type[ClientFrame]]] = {}
@@ -78,6 +85,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self._pending: deque[dict[str, Any]] = deque()
         self._hub_groups: list[str] = []
         self._drainer: asyncio.Future | None = None
+        self._write: wire.Writer | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -96,6 +104,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self._auth_timer: asyncio.Task | None = None
         self._expiry_timer: asyncio.Task | None = None
         await self.accept()
+        self._write = wire.writer_for(self.base_send, limit=settings.WS_MAX_BUFFER_BYTES)
         observe.socket_accepted(self)  # metrics
         if not drain.register(self):  # this worker is shutting down: reconnect elsewhere
             await self.close_with(CloseCode.RESTARTING, "server_restarting")
@@ -246,6 +255,28 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             observe.frame_out(self, text)  # metrics
             await self.send(text_data=text)
 
+    def write_shared(self, event: dict[str, Any], build: Callable[[dict], dict], kind: str) -> bool:
+        """Write the frame `build(event)`, encoded and framed once per worker, without waiting.
+
+        False when this socket cannot take the fast path (a server without
+        one, or a connection no longer open): send it with `send_shared`.
+        """
+        write = self._write
+        if write is None or self.closed:
+            return False
+        frame = event.get("_frame")
+        if frame is None:
+            frame = event["_frame"] = wire.text_frame(encoded_once(event, build))
+        if not write(frame):
+            return False
+        observe.frame_out_kind(self.endpoint, kind)  # metrics
+        return True
+
+    async def send_shared(self, event: dict[str, Any], build: Callable[[dict], dict], kind: str) -> None:
+        """`write_shared`, falling back to an ASGI send."""
+        if not self.write_shared(event, build, kind):
+            await self.send_encoded(encoded_once(event, build))
+
     async def send_error(self, code: ErrorCode, detail: str, ref: str | None = None) -> None:
         observe.error(self, code)  # metrics and the error log line
         await self.send_frame(error_frame(code, detail, ref))
@@ -287,6 +318,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             return None
         if self._serial.locked() or self._pending:
             self._pending.append(event)
+            return None
+        quick = getattr(self, _quick_name(event["type"]), None)
+        if quick is not None and quick(event):
             return None
         return self._deliver_inline(event)
 
@@ -333,3 +367,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         """Call before awaiting the database in an event handler."""
         if not self._in_serial:
             raise Deferred
+
+
+@functools.cache
+def _quick_name(event_type: str) -> str:
+    # "push.message" → "quick_push_message"; computed once per event type, not per socket.
+    return "quick_" + event_type.replace(".", "_")

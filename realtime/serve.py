@@ -34,17 +34,13 @@ from autobahn.util import encode_truncate
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet import reactor
 
+from realtime.wire import twisted_buffered
+
 logger = logging.getLogger("realtime.serve")
 
 
 # Close codes an endpoint may send: 1004-1006 and 1015 are reserved for reporting only.
 SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015), *range(3000, 5000)})
-
-
-def buffered_bytes(transport) -> int:
-    """Bytes a Twisted TCP transport holds that the client has not taken yet."""
-    pending = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
-    return pending + getattr(transport, "_tempDataLen", 0)
 
 
 class CloseCodeWebSocketProtocol(WebSocketProtocol):
@@ -69,9 +65,9 @@ class CloseCodeWebSocketProtocol(WebSocketProtocol):
         # close frame either); it resumes from the database when it returns.
         from django.conf import settings
 
-        if self.transport is None or buffered_bytes(self.transport) <= settings.WS_MAX_BUFFER_BYTES:
+        if self.transport is None or twisted_buffered(self.transport) <= settings.WS_MAX_BUFFER_BYTES:
             return
-        logger.warning("event=slow_client_dropped buffered=%d", buffered_bytes(self.transport))
+        logger.warning("event=slow_client_dropped buffered=%d", twisted_buffered(self.transport))
         self.transport.abortConnection()
 
 
