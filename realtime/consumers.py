@@ -258,18 +258,19 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     def write_shared(self, event: dict[str, Any], build: Callable[[dict], dict], kind: str) -> bool:
         """Write the frame `build(event)`, encoded and framed once per worker, without waiting.
 
-        False when this socket cannot take the fast path (a server without
-        one, or a connection no longer open): send it with `send_shared`.
+        False when this socket's server has no fast path: send it with
+        `send_shared`. A socket already closing drops it (see `realtime.wire`).
         """
         write = self._write
-        if write is None or self.closed:
+        if write is None:
             return False
+        if self.closed:
+            return True
         frame = event.get("_frame")
         if frame is None:
             frame = event["_frame"] = wire.text_frame(encoded_once(event, build))
-        if not write(frame):
-            return False
-        observe.frame_out_kind(self.endpoint, kind)  # metrics
+        write(frame)
+        observe.frame_written_direct(self.endpoint, kind)  # metrics
         return True
 
     async def send_shared(self, event: dict[str, Any], build: Callable[[dict], dict], kind: str) -> None:

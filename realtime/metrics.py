@@ -23,6 +23,11 @@ CONNECTIONS = Counter("relay_websocket_connections_total", "WebSockets accepted"
 CLOSES = Counter("relay_websocket_closes_total", "WebSockets closed, by close code", ["endpoint", "code"])
 FRAMES_IN = Counter("relay_frames_in_total", "Valid client frames, by type", ["endpoint", "type"])
 FRAMES_OUT = Counter("relay_frames_out_total", "Frames sent to clients, by type", ["endpoint", "type"])
+FRAMES_DIRECT = Counter(
+    "relay_frames_direct_total",
+    "Frames framed once per worker and written straight to the connection (part of relay_frames_out_total)",
+    ["endpoint"],
+)
 ERRORS = Counter("relay_errors_total", "`error` frames sent, by error code", ["endpoint", "code"])
 PUSH_LATENCY = Histogram(
     "relay_push_latency_seconds",

@@ -70,13 +70,15 @@ def frame_out(consumer, frame: Any) -> None:
 
 
 @functools.cache
-def _frames_out(endpoint: str, kind: str):
-    return metrics.FRAMES_OUT.labels(endpoint, kind)
+def _direct_counters(endpoint: str, kind: str) -> tuple[Any, Any]:
+    return metrics.FRAMES_OUT.labels(endpoint, kind), metrics.FRAMES_DIRECT.labels(endpoint)
 
 
-def frame_out_kind(endpoint: str, kind: str) -> None:
-    """`frame_out` for a frame whose type the caller knows: no parsing, no label lookup."""
-    _frames_out(endpoint, kind).inc()
+def frame_written_direct(endpoint: str, kind: str) -> None:
+    """A frame of a known type went out on the fast path: no parsing, no label lookup per frame."""
+    out, direct = _direct_counters(endpoint, kind)
+    out.inc()
+    direct.inc()
 
 
 def error(consumer, code: Any) -> None:

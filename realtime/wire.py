@@ -11,8 +11,10 @@ of fan-out time in a py-spy profile).
 daphne (Twisted/autobahn), and uvicorn's `websockets`, `websockets-sansio`
 and `wsproto` implementations. For anything else it returns None and the
 consumer sends through ASGI as usual, so the fast path is an optimisation,
-never a requirement. A writer returns False when the connection is not open
-(the caller then falls back to ASGI, which knows how to report that).
+never a requirement. A writer drops the frame when the connection is no
+longer open: the client has gone or is going (its disconnect is on its way
+to the consumer) and resumes from the database when it returns. An ASGI
+send there would only raise.
 
 Every writer also bounds what a client that stops reading can cost: once
 the connection holds more than `WS_MAX_BUFFER_BYTES` unsent, it is aborted.
@@ -34,7 +36,7 @@ from typing import Any
 
 logger = logging.getLogger("realtime.wire")
 
-Writer = Callable[[bytes], bool]
+Writer = Callable[[bytes], None]
 
 _FIN_TEXT = 0x81
 
@@ -110,17 +112,16 @@ class _AsyncioWriter:
         self.limit = limit
         self.is_open = is_open
 
-    def __call__(self, frame: bytes) -> bool:
+    def __call__(self, frame: bytes) -> None:
         protocol = self.protocol
         transport = protocol.transport
         if transport is None or transport.is_closing() or not self.is_open(protocol):
-            return False
+            return
         transport.write(frame)
         buffered = transport.get_write_buffer_size()
         if buffered > self.limit:
             _too_slow(buffered)
             transport.abort()
-        return True
 
 
 class _TwistedWriter:
@@ -139,11 +140,11 @@ class _TwistedWriter:
         self.protocol = protocol
         self.limit = limit
 
-    def __call__(self, frame: bytes) -> bool:
+    def __call__(self, frame: bytes) -> None:
         protocol = self.protocol
         transport = protocol.transport
         if protocol.state != protocol.STATE_OPEN or transport is None:
-            return False
+            return
         sock = getattr(transport, "socket", None)  # None under TLS: write through Twisted
         if (
             sock is not None
@@ -159,11 +160,10 @@ class _TwistedWriter:
                 # A broken connection: let Twisted find out and close it the usual way.
                 sent = 0
             if sent == len(frame):
-                return True
+                return
             frame = frame[sent:]
         transport.write(frame)
         buffered = twisted_buffered(transport)
         if buffered > self.limit:
             _too_slow(buffered)
             transport.abortConnection()
-        return True

@@ -14,6 +14,23 @@ from django.conf import settings
 
 from conftest import ORIGIN, session_cookie
 
+APP = "config.asgi:application"
+# The servers the project runs under (arguments after `python`); {port} is filled in.
+SERVERS = {
+    "daphne": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", APP],
+    "realtime.serve": ["-m", "realtime.serve", "--bind", "127.0.0.1", "--port", "{port}", APP],
+    "uvicorn-websockets": [
+        "-m", "uvicorn", APP, "--host", "127.0.0.1", "--port", "{port}", "--ws", "websockets",
+    ],
+    "uvicorn-websockets-sansio": [
+        "-m", "uvicorn", APP, "--host", "127.0.0.1", "--port", "{port}", "--ws", "websockets-sansio",
+    ],
+}  # fmt: skip
+
+
+def server_argv(server: str, port: int) -> list[str]:
+    return [arg.format(port=port) for arg in SERVERS[server]]
+
 
 def free_port() -> int:
     """A loopback port free right now (from the ephemeral range, away from fixed ones)."""

@@ -14,7 +14,7 @@ from django.conf import settings
 
 from conftest import ORIGIN, session_cookie, subprocess_env
 from notifications import services
-from realtime.tests.servers import browser_socket, free_port, receive_json, wait_ready
+from realtime.tests.servers import SERVERS, browser_socket, free_port, receive_json, server_argv, wait_ready
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -52,16 +52,21 @@ def read_until_closed(raw: socket.socket) -> int:
     return total
 
 
-async def test_a_client_that_never_reads_is_cut_off_and_others_keep_receiving(alice, bob, tmp_path):
+@pytest.mark.parametrize("server", list(SERVERS))
+async def test_a_client_that_never_reads_is_cut_off_and_others_keep_receiving(server, alice, bob, tmp_path):
     """Its backlog is bounded: the worker drops it, stays up, and other sockets still get pushes."""
     port = free_port()
     env = subprocess_env() | {"WS_MAX_BUFFER_BYTES": "262144"}
     log_path = tmp_path / "worker.log"
     log = log_path.open("wb")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "realtime.serve", "--bind", "127.0.0.1", "--port", str(port),
-        "config.asgi:application", env=env, cwd=str(settings.BASE_DIR), stdout=log, stderr=log,
-    )  # fmt: skip
+        sys.executable,
+        *server_argv(server, port),
+        env=env,
+        cwd=str(settings.BASE_DIR),
+        stdout=log,
+        stderr=log,
+    )
     try:
         await wait_ready(f"http://127.0.0.1:{port}/readyz", process=process)
         cookie = await sync_to_async(session_cookie)(alice)
