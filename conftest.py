@@ -186,6 +186,20 @@ ARTIFACTS = settings.BASE_DIR / "test-artifacts"
 SCREENSHOTS = settings.BASE_DIR / "docs" / "screenshots"
 
 
+async def stop_process(process) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 15 s."""
+    import asyncio
+
+    if process.returncode is not None:
+        return
+    process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), 15)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+
+
 def free_port() -> int:
     """A free loopback port from the kernel's ephemeral range (never 8000 or 8100-8104)."""
     import socket
@@ -258,7 +272,6 @@ class LiveServer:
             writer.close()
 
     async def stop(self) -> None:
-        import asyncio
         import signal
 
         process, self.process = self.process, None
@@ -267,13 +280,7 @@ class LiveServer:
         if self.paused:
             process.send_signal(signal.SIGCONT)
             self.paused = False
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), 15)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await stop_process(process)
         self._log.close()
 
     async def restart(self) -> None:

@@ -21,9 +21,16 @@ from django.conf import settings
 from django.db import connections
 
 from chat.models import Message
-from conftest import subprocess_env
+from conftest import stop_process, subprocess_env
 from notifications import services as notification_services
-from realtime.tests.servers import SERVERS, browser_socket, free_port, http_get, server_argv, wait_ready
+from realtime.tests.servers import (
+    SERVERS,
+    browser_socket,
+    free_port,
+    http_get,
+    server_argv,
+    wait_ready,
+)
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -99,12 +106,7 @@ async def test_room_and_inbox_pushes_arrive_once_in_order_on_the_fast_path(
         for ws in sockets:
             await ws.close()
         await sync_to_async(connections.close_all)()  # this test's thread, so the database can go
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), 15)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        await stop_process(process)
         log.close()
     output = log_path.read_text()
     assert "Traceback" not in output, output

@@ -12,9 +12,16 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from conftest import ORIGIN, session_cookie, subprocess_env
+from conftest import ORIGIN, session_cookie, stop_process, subprocess_env
 from notifications import services
-from realtime.tests.servers import SERVERS, browser_socket, free_port, receive_json, server_argv, wait_ready
+from realtime.tests.servers import (
+    SERVERS,
+    browser_socket,
+    free_port,
+    receive_json,
+    server_argv,
+    wait_ready,
+)
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -90,11 +97,6 @@ async def test_a_client_that_never_reads_is_cut_off_and_others_keep_receiving(se
         from django.db import connections
 
         await sync_to_async(connections.close_all)()  # this test's thread, so the database can go
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), 15)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        await stop_process(process)
         log.close()
     assert "event=slow_client_dropped" in log_path.read_text()
