@@ -148,8 +148,8 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-async def run_manage(*args: str) -> str:
-    """Run `manage.py` in a separate process; returns its stdout."""
+async def run_manage(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run `manage.py` in a separate process (default: on this test's database); returns its stdout."""
     import asyncio
     import sys
 
@@ -157,7 +157,7 @@ async def run_manage(*args: str) -> str:
         sys.executable,
         "manage.py",
         *args,
-        env=subprocess_env(),
+        env=env if env is not None else subprocess_env(),
         cwd=str(settings.BASE_DIR),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

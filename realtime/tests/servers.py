@@ -79,6 +79,13 @@ async def browser_socket(url: str, user):
     )
 
 
+async def token_socket(url: str, token: str):
+    """A WebSocket to a running server, authenticated like a script (bearer header, no Origin)."""
+    from websockets.asyncio.client import connect
+
+    return await connect(url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=10)
+
+
 async def receive_json(ws, kind: str, wait: float = 10.0) -> dict:
     frame = json.loads(await asyncio.wait_for(ws.recv(), wait))
     assert frame["type"] == kind, frame
