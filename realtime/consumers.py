@@ -24,7 +24,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from realtime import drain, observe, wire
-from realtime.errors import UNAVAILABLE_ERRORS
+from realtime.errors import UNAVAILABLE_ERRORS, log_unavailable
 from realtime.hub import encoded_once, get_hub
 from realtime.protocol import (
     Auth,
@@ -152,10 +152,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             # disconnect reaches them all, whatever else the subclass joins.
             await self.join(user_group(user.pk))
             await self.authenticated()
-        except UNAVAILABLE_ERRORS:
+        except UNAVAILABLE_ERRORS as exc:
             # Without its groups or its welcome the socket would sit silent;
             # closing makes the client retry (and resume) once we are back.
-            logger.warning("backing service unavailable at start endpoint=%s", self.endpoint, exc_info=True)
+            log_unavailable(logger, exc, "backing service unavailable at start endpoint=%s", self.endpoint)
             raise CloseSocket(CloseCode.SERVER_ERROR, "unavailable") from None
 
     def _schedule_expiry(self) -> None:
@@ -236,8 +236,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.send_error(exc.code, exc.detail, exc.ref or ref)
         except CloseSocket as exc:
             await self.close_with(exc.code, exc.reason)
-        except UNAVAILABLE_ERRORS:
-            logger.warning("backing service unavailable endpoint=%s", self.endpoint, exc_info=True)
+        except UNAVAILABLE_ERRORS as exc:
+            log_unavailable(logger, exc, "backing service unavailable endpoint=%s", self.endpoint)
             await self.send_error(ErrorCode.UNAVAILABLE, "service temporarily unavailable, retry", ref)
         except Exception:
             logger.exception("unexpected error endpoint=%s", self.endpoint)

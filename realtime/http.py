@@ -32,7 +32,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from realtime.apikeys import authenticate_api_key
-from realtime.errors import UNAVAILABLE_ERRORS
+from realtime.errors import UNAVAILABLE_ERRORS, log_unavailable
 from realtime.tokens import TOKEN_EXPIRED, InvalidToken, verify_token
 
 logger = logging.getLogger("realtime.http")
@@ -129,8 +129,8 @@ def guarded(
         return error_response(exc.status, exc.code, exc.detail)
     except ValidationError as exc:
         return error_response(400, "invalid_message", validation_detail(exc))
-    except UNAVAILABLE_ERRORS:
-        logger.warning("backing service unavailable path=%s", request.path, exc_info=True)
+    except UNAVAILABLE_ERRORS as exc:
+        log_unavailable(logger, exc, "backing service unavailable path=%s", request.path)
         return error_response(503, "unavailable", "service temporarily unavailable, retry")
 
 

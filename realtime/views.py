@@ -12,6 +12,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
 from realtime import drain, observe
+from realtime.errors import UNAVAILABLE_ERRORS, log_unavailable
 
 logger = logging.getLogger("realtime.health")
 
@@ -28,6 +29,9 @@ def _database_ok() -> bool:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         return True
+    except UNAVAILABLE_ERRORS as exc:
+        log_unavailable(logger, exc, "readiness: database check failed")
+        return False
     except Exception:
         logger.warning("readiness: database check failed", exc_info=True)
         return False
@@ -52,6 +56,10 @@ async def _layer_ok() -> bool:
         # (SIGSTOPped) Redis must not hold the probe for the socket timeout.
         await asyncio.wait_for(_layer_round_trip(), CHECK_TIMEOUT_SECONDS)
         return True
+    except UNAVAILABLE_ERRORS as exc:
+        observe.layer_failure("readiness")
+        log_unavailable(logger, exc, "readiness: channel layer check failed")
+        return False
     except Exception:
         observe.layer_failure("readiness")
         logger.warning("readiness: channel layer check failed", exc_info=True)
