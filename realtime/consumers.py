@@ -108,6 +108,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         observe.socket_accepted(self)  # metrics
         if not drain.register(self):  # this worker is shutting down: reconnect elsewhere
             await self.close_with(CloseCode.RESTARTING, "server_restarting")
+        elif self.scope.get("unavailable"):
+            # The handshake could not look the caller up (realtime.middleware): retry later.
+            await self.close_with(CloseCode.SERVER_ERROR, "unavailable")
+            return
         elif self.scope.get("auth_error"):
             # A bearer header was sent and refused: say so now rather than at the deadline.
             await self.close_with(CloseCode.NOT_AUTHENTICATED, self.scope["auth_error"])

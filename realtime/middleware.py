@@ -24,6 +24,7 @@ from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
+from realtime.errors import UNAVAILABLE_ERRORS, log_unavailable
 from realtime.tokens import InvalidToken, verify_token
 
 logger = logging.getLogger("realtime.auth")
@@ -66,7 +67,11 @@ class OriginCheck(OriginValidator):
 class SocketAuthMiddleware(BaseMiddleware):
     """Put into the scope `user`, `auth_method` ("session", "token" or None),
     `token_expires_at` (epoch seconds, token sockets only) and `auth_error`
-    (a close reason when the handshake's bearer token was refused)."""
+    (a close reason when the handshake's bearer token was refused) and
+    `unavailable` (True when the database could not be asked who is calling;
+    the consumer then closes the socket with 1011 `unavailable`, as the
+    contract says for a backing service being down, where an exception here
+    would make daphne answer the handshake with a bare 500)."""
 
     async def __call__(self, scope, receive, send):
         scope = dict(scope)
@@ -74,6 +79,15 @@ class SocketAuthMiddleware(BaseMiddleware):
         scope["auth_method"] = None
         scope["token_expires_at"] = None
         scope["auth_error"] = None
+        scope["unavailable"] = False
+        try:
+            await self._authenticate(scope)
+        except UNAVAILABLE_ERRORS as exc:
+            log_unavailable(logger, exc, "socket handshake: backing service unavailable")
+            scope["unavailable"] = True
+        return await super().__call__(scope, receive, send)
+
+    async def _authenticate(self, scope) -> None:
         authorization = header(scope, b"authorization")
         token = bearer_token(authorization) if authorization is not None else None
         if token is not None:
@@ -87,11 +101,10 @@ class SocketAuthMiddleware(BaseMiddleware):
                 scope["auth_method"] = "token"
                 scope["token_expires_at"] = verified.expires_at
         elif header(scope, b"origin") is not None:
-            user = await get_user(scope)
+            user = await get_user(scope)  # the session, from the database
             if user.is_authenticated:
                 scope["user"] = user
                 scope["auth_method"] = "session"
-        return await super().__call__(scope, receive, send)
 
 
 def socket_stack(inner):
