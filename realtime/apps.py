@@ -15,10 +15,17 @@ class RealtimeConfig(AppConfig):
 
     def ready(self) -> None:
         from django.contrib.auth.signals import user_logged_out
+        from django.core.handlers.asgi import ASGIHandler
+        from django.core.signals import request_finished
 
-        from realtime.receivers import close_sockets_on_logout
+        from realtime.receivers import close_request_connections, close_sockets_on_logout
 
         # user_logged_out is sent by django.contrib.auth.logout() itself, so it
         # covers every way out (the logout page, the admin's, any custom view)
         # where wrapping one view would miss the others.
         user_logged_out.connect(close_sockets_on_logout, dispatch_uid="realtime.close_sockets_on_logout")
+        # Requests served by ASGI only (the sender is the handler class): a WSGI
+        # server, or the test client, reuses one thread and so its connection.
+        request_finished.connect(
+            close_request_connections, sender=ASGIHandler, dispatch_uid="realtime.close_request_connections"
+        )
