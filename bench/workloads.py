@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from array import array
+from pathlib import Path
 from typing import Any
 
 from bench.client import Clients, percentile
@@ -169,6 +174,27 @@ FANOUT_TARGETS = {
 FANOUT_CONNECT_CONCURRENCY = 25
 
 
+@contextlib.contextmanager
+def profiled(server: Server, name: str):
+    """With BENCH_PYSPY=DIR, a py-spy profile of the server over the measured window only.
+
+    Written as DIR/<target>.raw (collapsed stacks); a development aid, never on by default.
+    """
+    out_dir = os.environ.get("BENCH_PYSPY")
+    if not out_dir:
+        yield
+        return
+    py_spy = Path(sys.executable).with_name("py-spy")
+    path = Path(out_dir) / f"{name}.raw"
+    argv = [str(py_spy), "record", "-p", str(server.pid), "-r", "400", "-f", "raw", "-o", str(path)]
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        spy.wait(timeout=30)
+
+
 def fanout_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
     server_kind, app, path, mode, n_clients = FANOUT_TARGETS[name]
     if mode == "chat" and not prep["chat"]:
@@ -193,19 +219,20 @@ def fanout_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
             reopened = _heal(clients, quiet)
             clients.all("mark", [None] * n_clients)
             cpu0 = proc_cpu_seconds(server.pid)
-            sent = clients.procs[0].call(
-                "post", {"count": m, "format": "chat" if mode == "chat" else "tutorial"}
-            )
-            res = merge_collect(
-                clients.all(
-                    "collect",
-                    [
-                        {"expected": len(c) * m, "expected_each": m, "timeout": 300}
-                        for c in chunks(list(range(n)), n_clients)
-                    ],
-                    timeout=400,
+            with profiled(server, name):
+                sent = clients.procs[0].call(
+                    "post", {"count": m, "format": "chat" if mode == "chat" else "tutorial"}
                 )
-            )
+                res = merge_collect(
+                    clients.all(
+                        "collect",
+                        [
+                            {"expected": len(c) * m, "expected_each": m, "timeout": 300}
+                            for c in chunks(list(range(n)), n_clients)
+                        ],
+                        timeout=400,
+                    )
+                )
             cpu1 = proc_cpu_seconds(server.pid)
         finally:
             log = stack.servers[0].log_tail() if stack.servers else ""
