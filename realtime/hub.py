@@ -31,6 +31,8 @@ from realtime.protocol import encode
 logger = logging.getLogger("realtime.hub")
 
 HUB_EVENT = "hub.event"
+# Synchronous deliveries between two yields to the event loop (see Hub.dispatch).
+_YIELD_EVERY = 128
 # The hub's own heartbeat: sent to its channel and expected back (see _heartbeat_loop).
 HUB_PING = "hub.ping"
 
@@ -141,7 +143,7 @@ class Hub:
         if message.get("type") != HUB_EVENT or not isinstance(event, dict):
             logger.warning("hub: dropped a message without an envelope")
             return
-        for subscriber in tuple(self.members.get(group, ())):
+        for count, subscriber in enumerate(tuple(self.members.get(group, ())), 1):
             try:
                 pending = subscriber.hub_deliver(event)
                 if pending is not None:
@@ -149,6 +151,11 @@ class Hub:
             except Exception:
                 # One broken socket must not stop delivery to the others.
                 logger.exception("hub: delivery to one socket failed")
+            if count % _YIELD_EVERY == 0:
+                # Most deliveries finish without awaiting anything, so a big
+                # room would hold the loop for the whole round: let the
+                # poster's next database reply and Redis replies in between.
+                await asyncio.sleep(0)
         observe.event_delivered(event)  # commit to this worker's last local socket
 
     async def _refresh_loop(self) -> None:
