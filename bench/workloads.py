@@ -48,6 +48,10 @@ class Skip(Exception):
 
 def size(name: str, quick: bool):
     full, small = SIZES[name]
+    # While working on one workload, e.g. BENCH_IDLE_SOCKETS=2000 (whole numbers only).
+    override = os.environ.get(f"BENCH_{name.upper()}")
+    if override and isinstance(full, int):
+        return int(override)
     return small if quick else full
 
 

@@ -87,7 +87,7 @@ class ChatConsumer(RealtimeConsumer):
         await self.join(self.group)
         state = await room_state(room=room, history=settings.CHAT_HISTORY)
         self.live_from = self.cursor = state.last_id or 0
-        change = await get_presence().join(self.group, socket=self.channel_name, user=self.username)
+        change = await get_presence().join(self.group, socket=self.socket_id, user=self.username)
         self.present = True
         self.presence_version = change.version
         await self.send_frame(
@@ -101,7 +101,7 @@ class ChatConsumer(RealtimeConsumer):
             }
         )
         # The welcome already told this socket; everyone else hears it now.
-        await self._announce(change, origin=self.channel_name)
+        await self._announce(change, origin=self.socket_id)
         self._heartbeat = asyncio.ensure_future(self._beat())
 
     async def left(self) -> None:
@@ -111,8 +111,8 @@ class ChatConsumer(RealtimeConsumer):
             return
         self.present = False
         try:
-            change = await get_presence().leave(self.group, socket=self.channel_name, user=self.username)
-            await self._announce(change, origin=self.channel_name)
+            change = await get_presence().leave(self.group, socket=self.socket_id, user=self.username)
+            await self._announce(change, origin=self.socket_id)
         except Exception:
             # The entry expires by itself (PRESENCE_TTL_SECONDS).
             logger.warning("presence leave failed room=%s", self.room.pk, exc_info=True)
@@ -149,7 +149,7 @@ class ChatConsumer(RealtimeConsumer):
         if now - self.last_typing < settings.CHAT_TYPING_INTERVAL_SECONDS:
             return  # advisory and frequent: extra ones are dropped, not refused
         self.last_typing = now
-        await publish(self.group, {"type": Event.TYPING, "user": self.username, "origin": self.channel_name})
+        await publish(self.group, {"type": Event.TYPING, "user": self.username, "origin": self.socket_id})
 
     async def frame_resume(self, frame: Resume) -> None:
         self._require_room()
@@ -196,14 +196,14 @@ class ChatConsumer(RealtimeConsumer):
         await self.send_frame({"type": "message_deleted", "id": event["id"]})
 
     def quick_push_typing(self, event: dict[str, Any]) -> bool:
-        return event.get("origin") == self.channel_name or self.write_shared(event, _typing_frame, "typing")
+        return event.get("origin") == self.socket_id or self.write_shared(event, _typing_frame, "typing")
 
     async def push_typing(self, event: dict[str, Any]) -> None:
-        if event.get("origin") != self.channel_name:
+        if event.get("origin") != self.socket_id:
             await self.send_shared(event, _typing_frame, "typing")
 
     def quick_push_presence(self, event: dict[str, Any]) -> bool:
-        if event.get("origin") == self.channel_name or event["version"] < self.presence_version:
+        if event.get("origin") == self.socket_id or event["version"] < self.presence_version:
             return True  # its own news, or older than what this socket already showed
         if not self.write_shared(event, _presence_frame, "presence"):
             return False
@@ -211,7 +211,7 @@ class ChatConsumer(RealtimeConsumer):
         return True
 
     async def push_presence(self, event: dict[str, Any]) -> None:
-        if event.get("origin") == self.channel_name or event["version"] < self.presence_version:
+        if event.get("origin") == self.socket_id or event["version"] < self.presence_version:
             return
         self.presence_version = event["version"]
         # The same text for every socket of the room on this worker: a join
@@ -263,9 +263,7 @@ class ChatConsumer(RealtimeConsumer):
         while True:
             await asyncio.sleep(settings.PRESENCE_HEARTBEAT_SECONDS)
             try:
-                change = await get_presence().heartbeat(
-                    self.group, socket=self.channel_name, user=self.username
-                )
+                change = await get_presence().heartbeat(self.group, socket=self.socket_id, user=self.username)
                 # No origin: this socket also needs to hear about expired users.
                 await self._announce(change, origin=None)
             except asyncio.CancelledError:

@@ -15,11 +15,14 @@ import asyncio
 import functools
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -82,7 +85,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         super().__init__(*args, **kwargs)
         self._serial = asyncio.Lock()
         self._in_serial = False
-        self._pending: deque[dict[str, Any]] = deque()
+        # Events waiting behind a busy handler; made on first use (a deque is
+        # 600 bytes, and most sockets never need one).
+        self._pending: deque[dict[str, Any]] | tuple = ()
         self._hub_groups: list[str] = []
         self._drainer: asyncio.Future | None = None
         self._write: wire.Writer | None = None
@@ -95,6 +100,27 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 raise TypeError(f"{cls.__name__} has no handler frame_{kind}")
 
     # --- lifecycle --------------------------------------------------------------
+    async def __call__(self, scope, receive, send) -> None:
+        """Channels' consumer loop, minus the per-socket channel-layer channel.
+
+        Group events reach a socket through its worker's hub, and forced
+        disconnects through the user's group, so a channel of its own would
+        only cost every idle socket a Redis subscription, a queue and a
+        waiting task. Incoming frames are read and dispatched one at a time,
+        as Channels does, without a task per frame.
+        """
+        self.scope = scope
+        self.channel_layer = None
+        # Names this socket in presence entries and in the `origin` of its own
+        # typing and presence news; unique across workers.
+        self.socket_id = f"socket.{uuid.uuid4().hex}"
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+
     async def connect(self) -> None:
         self.user = None
         self.closed = False
@@ -309,10 +335,18 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self._hub_groups.append(group)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
+        # Only the server's websocket.* messages arrive here (no channel-layer
+        # channel). Channels' own dispatch also closes stale database
+        # connections before every frame, a thread hop per frame; every query
+        # here goes through database_sync_to_async, which does that around
+        # each call already.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
         async with self._serial:
             self._in_serial = True
             try:
-                await super().dispatch(message)
+                await handler(message)
                 await self._drain_pending()
             finally:
                 self._in_serial = False
@@ -322,7 +356,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if self.closed:
             return None
         if self._serial.locked() or self._pending:
-            self._pending.append(event)
+            self._queue(event)
             return None
         quick = getattr(self, _quick_name(event["type"]), None)
         if quick is not None and quick(event):
@@ -343,7 +377,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         try:
             await self._event_handler(event)(event)
         except Deferred:
-            self._pending.append(event)
+            self._queue(event)
             self._drainer = asyncio.ensure_future(self._drain_later())
 
     async def _drain_later(self) -> None:
@@ -353,6 +387,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 await self._drain_pending()
             finally:
                 self._in_serial = False
+
+    def _queue(self, event: dict[str, Any]) -> None:
+        if not self._pending:
+            self._pending = deque()
+        self._pending.append(event)
 
     async def _drain_pending(self) -> None:
         while self._pending and not self.closed:
