@@ -620,3 +620,45 @@ async def test_redis_down_logs_one_warning_per_outage_and_leaks_no_channel(caplo
         expected = "reading from Redis failed" if level == "WARNING" else "reading from Redis again"
         assert expected in message, lines
     assert not any(r.exc_info for r in records)
+
+
+async def test_readyz_keeps_one_subscription_however_many_probes_and_across_a_restart(tmp_path):
+    """/readyz reuses one echo channel (realtime/echo.py).
+
+    It used to subscribe a new channel per probe and never drop it.
+    """
+    redis = PrivateRedis()
+    await redis.start()
+    env = worker_env(redis)
+    worker = Worker(env, tmp_path / "worker.log")
+    client = Redis.from_url(redis.url)
+    async with running(worker, redis):
+        try:
+            await worker.start()  # polls /readyz until 200: at least one probe
+
+            async def subscriptions() -> set[bytes]:
+                return set(await client.pubsub_channels(f"{env['CHANNEL_LAYER_PREFIX']}*"))
+
+            async def probe() -> int:
+                return (await asyncio.to_thread(http_get, f"{worker.base}/readyz", 5))[0]
+
+            (echo_channel,) = await subscriptions()  # a worker without sockets has no hub
+            for _ in range(5):
+                assert await probe() == 200
+            assert await subscriptions() == {echo_channel}
+
+            await redis.stop()
+            for _ in range(3):
+                assert await probe() == 503
+            await redis.start()
+            await client.aclose()  # its connection was to the Redis that went away
+
+            async def ready():
+                return await probe() == 200
+
+            await poll(ready, seconds=30, what="worker ready after the restart")
+            for _ in range(5):
+                assert await probe() == 200
+            assert await subscriptions() == {echo_channel}  # redis-py subscribed it again; nothing more
+        finally:
+            await client.aclose()
