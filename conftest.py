@@ -50,13 +50,14 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 async def _close_hub():
-    """Each test has its own event loop; stop that loop's hub before it ends."""
+    """Each test has its own event loop; stop that loop's hub and /readyz echo before it ends."""
     yield
     from realtime.hub import close_hub
+    from realtime.views import close_readiness_echo
 
-    closing = close_hub()
-    if closing is not None:
-        await closing
+    for closing in (close_hub(), close_readiness_echo()):
+        if closing is not None:
+            await closing
 
 
 @pytest.fixture

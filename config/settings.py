@@ -108,10 +108,12 @@ REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER", "mymaster")
 # sorted sets with capacity and expiry). Pub/sub measured 4-15x faster
 # (deploy/layer_compare.py, README "Production"); neither guarantees delivery,
 # and the protocol does not need it: sockets fill gaps from the database.
+# Pub/sub is channels_redis's class with fixes of ours (realtime/redis_layer.py:
+# a publish to a frozen Redis no longer stalls every handshake on the worker).
 CHANNEL_LAYER_BACKEND = env_str("CHANNEL_LAYER_BACKEND", "pubsub").lower()
 _LAYER_CLASSES = {
     "core": "channels_redis.core.RedisChannelLayer",
-    "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+    "pubsub": "realtime.redis_layer.RelayPubSubChannelLayer",
 }
 if CHANNEL_LAYER_BACKEND not in _LAYER_CLASSES:
     raise ImproperlyConfigured(f"CHANNEL_LAYER_BACKEND must be one of {sorted(_LAYER_CLASSES)}")

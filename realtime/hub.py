@@ -25,6 +25,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from realtime import observe
+from realtime.echo import LayerEcho
 from realtime.errors import UNAVAILABLE_ERRORS
 from realtime.protocol import encode
 
@@ -33,8 +34,6 @@ logger = logging.getLogger("realtime.hub")
 HUB_EVENT = "hub.event"
 # Synchronous deliveries between two yields to the event loop (see Hub.dispatch).
 _YIELD_EVERY = 128
-# The hub's own heartbeat: sent to its channel and expected back (see _heartbeat_loop).
-HUB_PING = "hub.ping"
 
 
 class Subscriber(Protocol):
@@ -69,8 +68,9 @@ class Hub:
         self._joined: dict[str, asyncio.Future] = {}
         self._tasks: list[asyncio.Task] = []
         self._starting: asyncio.Future | None = None
-        self._ping_seq = 0
-        self.ping_channel: str | None = None
+        # Heartbeats travel on a channel of their own, so a backlog of events
+        # being delivered does not delay them and pass for a dead Redis.
+        self.echo = LayerEcho(self.layer)
 
     async def _start(self) -> None:
         # Sockets that connect together all wait for the one channel: none
@@ -83,9 +83,6 @@ class Hub:
         # The default prefix matters: channels_redis reads all of a process's
         # channels through one shared key per prefix.
         self.channel = await self.layer.new_channel()
-        # Heartbeats travel on a channel of their own, so a backlog of events
-        # being delivered does not delay them and pass for a dead Redis.
-        self.ping_channel = await self.layer.new_channel()
         self._tasks = [
             asyncio.ensure_future(self._receive_loop()),
             asyncio.ensure_future(self._refresh_loop()),
@@ -181,14 +178,10 @@ class Hub:
             await asyncio.sleep(settings.HUB_HEARTBEAT_SECONDS)
             if not self.members:
                 continue
-            self._ping_seq += 1
-            timeout = settings.HUB_HEARTBEAT_TIMEOUT_SECONDS
             try:
-                async with asyncio.timeout(timeout):
-                    await self.layer.send(self.ping_channel, {"type": HUB_PING, "seq": self._ping_seq})
-                    # An older echo that came back late is not this one.
-                    while (await self.layer.receive(self.ping_channel)).get("seq") != self._ping_seq:
-                        pass
+                # Not send + receive under the timeout: see realtime/echo.py.
+                async with asyncio.timeout(settings.HUB_HEARTBEAT_TIMEOUT_SECONDS):
+                    await self.echo.round_trip()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a timeout or any layer failure: the feed is not trustworthy
@@ -229,6 +222,7 @@ class Hub:
             except (asyncio.CancelledError, Exception):  # noqa: S110 - stopping anyway
                 pass
         self._tasks = []
+        await self.echo.close()
 
 
 # One hub per event loop: a worker has one loop; tests make one per test.

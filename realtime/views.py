@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -12,6 +13,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
 from realtime import drain, observe
+from realtime.echo import LayerEcho
 from realtime.errors import UNAVAILABLE_ERRORS, log_unavailable
 
 logger = logging.getLogger("realtime.health")
@@ -40,14 +42,28 @@ def _database_ok() -> bool:
         connection.close()
 
 
+# One echo channel per event loop (a worker has one; the sync test client makes
+# one per request), reused by every probe: one subscription, however many
+# probes (see realtime/echo.py for why not a fresh channel, or send + receive).
+_echoes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LayerEcho] = weakref.WeakKeyDictionary()
+
+
+def _echo() -> LayerEcho:
+    loop, layer = asyncio.get_running_loop(), get_channel_layer()
+    echo = _echoes.get(loop)
+    if echo is None or echo.layer is not layer:  # tests replace the layer between tests
+        echo = _echoes[loop] = LayerEcho(layer)
+    return echo
+
+
+def close_readiness_echo():
+    """Stop this loop's probe channel, if it has one (tests, before their loop ends)."""
+    echo = _echoes.pop(asyncio.get_running_loop(), None)
+    return echo.close() if echo is not None else None
+
+
 async def _layer_round_trip() -> None:
-    # A fresh channel per probe. (With the pub/sub layer that is one more
-    # subscription per probe, never dropped: reusing one channel was tried and
-    # broke after a Redis restart, see docs/reliability.md, known issues.)
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.send(channel, {"type": "ready.check"})
-    await layer.receive(channel)
+    await _echo().round_trip()
 
 
 async def _layer_ok() -> bool:

@@ -31,7 +31,7 @@ from pathlib import Path
 import psycopg
 from channels.db import database_sync_to_async
 from django.conf import settings
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from chat.models import Message
 from conftest import subprocess_env
@@ -280,11 +280,22 @@ class Follower:
     last_id: int | None = None
     live: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: bool = False
+    # Handshakes that failed (refused, dropped by the server, timed out), by error name.
+    refused: list[str] = field(default_factory=list)
+    # What ended run() other than being stopped: a client that died must not pass for a hang.
+    failure: BaseException | None = None
 
     def ids(self) -> set[int]:
         return {i for c in self.connections for i in c}
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        except Exception as exc:
+            self.failure = exc
+            raise
+
+    async def _run(self) -> None:
         attempt = 0
         while not self.stopping:
             url = self.urls[attempt % len(self.urls)]
@@ -294,7 +305,10 @@ class Follower:
                     ws = await token_socket(url, self.token)
                 else:
                     ws = await browser_socket(url, self.user)
-            except (OSError, InvalidStatus, TimeoutError):
+            except (OSError, TimeoutError, WebSocketException) as exc:
+                # Like the browser: any failed opening (a status, a handshake the
+                # server dropped) is followed by another attempt.
+                self.refused.append(type(exc).__name__)
                 await asyncio.sleep(0.3)  # reconnect backoff, not synchronisation
                 continue
             got: list[int] = []
@@ -399,7 +413,7 @@ async def settle(
     except AssertionError:
         messages, notes = await rows()
         missing = [
-            (f.kind, sorted((messages if f.kind == "message" else notes) - f.ids()), f.closes)
+            (f.kind, sorted((messages if f.kind == "message" else notes) - f.ids()), f.closes, f.failure)
             for f in followers
         ]
         raise AssertionError(f"clients did not converge: {missing}") from None
@@ -449,3 +463,5 @@ async def stop_following(followers, tasks) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    for f in followers:
+        assert f.failure is None, f"a follower died: {f.failure!r}"
