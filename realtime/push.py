@@ -40,7 +40,7 @@ _CONCURRENCY = 64
 # channel-layer message per BATCH_SIZE groups) instead of one message per
 # group. Below it, per-group messages reach only the workers concerned.
 BATCH_MIN_GROUPS = 16
-# Bounds a batch message (about 40 bytes per group plus the shared event) and
+# Bounds a batch message (about 50 bytes per group plus the shared event) and
 # the time a hub spends on one message before it reads the next.
 BATCH_SIZE = 1000
 
