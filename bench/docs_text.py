@@ -133,11 +133,26 @@ other test runs were active, so ratios within one run are the figures to compare
 - **Presence at join time is quadratic**: each socket that joins a 1,000-socket room sends a
   `presence` frame to every other socket (encoded per socket). The workload waits for that traffic
   to stop before it measures; a big room should coalesce presence announcements.
-- **Broadcast**: `notify(everyone=True)` for 5,000 users takes about 410 ms from the call to the
-  commit (one bulk INSERT, the previous id of each inbox, 5,000 rows returned) and then about
-  1 s from commit to the last socket, because each recipient's inbox is its own group: 5,000
-  `group_send`s, 64 in flight. One message per worker carrying every recipient's id would remove
-  most of that.
+- **Broadcast**: `notify(everyone=True)` for 5,000 users takes about 330-840 ms from the call to
+  the commit (one bulk INSERT, the previous id of each inbox, 5,000 rows returned). The table's
+  figures are from before batching, when each recipient's inbox was its own channel-layer message
+  (5,000 `group_send`s, 64 in flight). A send to more than 16 users now goes to every worker's hub
+  as batches of 1,000 recipients (five messages for 5,000 users; docs/protocol.md, "Sending to
+  many inboxes at once"). This workload rerun alone, before and after the change, alternating, on
+  the shared machine (load average 1.5-7), commit to last socket: before daphne 910-2,097 ms (median 1,240
+  over 6 runs), uvicorn 1,032-2,906 ms (median 1,325); after daphne 569-1,801 ms (median 830),
+  uvicorn 281-2,187 ms (median 533). With batches the five messages reach the worker 13-35 ms
+  after commit; the rest is the worker writing 5,000 frames, about 120-150 µs a frame under
+  daphne and 50-90 µs under uvicorn (the per-frame server path described under fan-out).
+- **Garbage collection pauses** decide whether a run stays under 1 s. A worker with 5,000 sockets
+  has a heap big enough that a full (generation 2) collection takes 0.1-1.6 s, longer as sockets
+  accumulate; they run every few seconds while sockets connect, and one runs a few seconds after
+  each broadcast (it frees about 115,000 objects, some 23 objects in reference cycles per
+  delivery, before and after batching alike). The one slow run that logged its collections
+  (daphne 1,801 ms) had a 936 ms collection during its last batch; the uvicorn runs of 1,095 and
+  2,187 ms, whose first socket waited 0.8 and 1.7 s, look the same but were not logged. Freezing
+  the heap once the sockets are up (`gc.freeze()`), tuning the thresholds, or finding the
+  per-delivery cycles should remove them; not tried yet.
 - **Push latency** is met with room to spare since pushes from plain sync code reuse one event loop
   and its Redis connections (`notify()` from the driver: 4.8 ms at p50 instead of about 15-27 ms).
 - **Idle memory** is about 41-42 KiB per socket: each socket still has its own channel-layer

@@ -28,7 +28,7 @@ from notifications.models import Level, Notification
 from notifications.selectors import unread_count
 from notifications.serializers import notification_dict
 from realtime.protocol import Event, user_group
-from realtime.push import push_after_commit
+from realtime.push import push_after_commit, push_each_after_commit
 
 User = get_user_model()
 
@@ -174,16 +174,19 @@ def notify(
     rows = [Notification(recipient_id=uid, batch=batch, created_at=now, **fields) for uid in user_ids]
     # One INSERT whatever the number of recipients; ids come back from RETURNING.
     created = Notification.objects.bulk_create(rows)
-    push_after_commit(
+    # Every row is the same notification but for its id, and each inbox has
+    # its own previous id: the shared part is built once (for a big send, it
+    # travels once per batch rather than once per recipient).
+    shared = {**notification_dict(created[0]), "id": None}
+    push_each_after_commit(
+        {"type": Event.NOTIFICATION, "notification": shared, "prev_id": None},
         (
-            user_group(row.recipient_id),
-            {
-                "type": Event.NOTIFICATION,
-                "notification": notification_dict(row),
-                "prev_id": previous.get(row.recipient_id),
-            },
-        )
-        for row in created
+            (
+                user_group(row.recipient_id),
+                {"notification": {"id": row.id}, "prev_id": previous.get(row.recipient_id)},
+            )
+            for row in created
+        ),
     )
     return created
 

@@ -11,6 +11,12 @@ Subscribers implement `hub_deliver(event)`, which returns an awaitable (or
 None when the event was queued) and must not block on I/O other than the
 send itself. Events travel in an envelope made by `envelope()`, which names
 the group so the hub knows which local sockets it is for.
+
+An event for many groups at once (a notification to thousands of inboxes)
+travels as batches made by `batch_envelope()` to the broadcast group, which
+every hub joins when it starts: the shared part of the event once, and per
+group only the fields that differ. Each hub hands each group that has local
+sockets its own event, as if it had come in its own envelope.
 """
 
 from __future__ import annotations
@@ -27,11 +33,13 @@ from django.conf import settings
 from realtime import observe
 from realtime.echo import LayerEcho
 from realtime.errors import UNAVAILABLE_ERRORS
-from realtime.protocol import encode
+from realtime.protocol import broadcast_group, encode
 
 logger = logging.getLogger("realtime.hub")
 
 HUB_EVENT = "hub.event"
+# One event for many groups: see batch_envelope.
+HUB_BATCH = "hub.batch"
 # Synchronous deliveries between two yields to the event loop (see Hub.dispatch).
 _YIELD_EVERY = 128
 
@@ -46,6 +54,29 @@ class Subscriber(Protocol):
 def envelope(group: str, event: dict[str, Any]) -> dict[str, Any]:
     """The channel-layer message that carries `event` to every hub in `group`."""
     return {"type": HUB_EVENT, "group": group, "event": event}
+
+
+def batch_envelope(event: dict[str, Any], recipients: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The channel-layer message that carries `event` to many groups, through every hub.
+
+    `recipients` is (group, fields) pairs: each group gets `for_group(event, fields)`.
+    """
+    return {"type": HUB_BATCH, "event": event, "recipients": recipients}
+
+
+def for_group(event: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """`event` with one group's own `fields`, a new dict for that group alone.
+
+    A field whose value is a dict in both is merged one level deep, so the
+    shared `{"notification": {...}}` takes each inbox's `{"notification":
+    {"id": ...}}` without repeating the rest. Existing keys keep their place,
+    so the frame reads the same as one built for that group alone.
+    """
+    merged = dict(event)
+    for key, value in fields.items():
+        shared = event.get(key)
+        merged[key] = {**shared, **value} if isinstance(shared, dict) and isinstance(value, dict) else value
+    return merged
 
 
 def encoded_once(event: dict[str, Any], build: Callable[[dict[str, Any]], dict[str, Any]]) -> str:
@@ -78,6 +109,9 @@ class Hub:
         if self._starting is None:
             self._starting = asyncio.ensure_future(self._open_channel())
         await asyncio.shield(self._starting)
+        # Batches reach every hub through this group. Joined here rather than
+        # in _open_channel so that a failure is retried by the next socket.
+        await self._join(broadcast_group())
 
     async def _open_channel(self) -> None:
         # The default prefix matters: channels_redis reads all of a process's
@@ -93,6 +127,9 @@ class Hub:
         """Deliver the group's events to `subscriber` from now on."""
         await self._start()
         self.members.setdefault(group, set()).add(subscriber)
+        await self._join(group)
+
+    async def _join(self, group: str) -> None:
         joined = self._joined.get(group)
         if joined is None:
             # The first local member joins the layer group; later ones wait for it.
@@ -132,7 +169,10 @@ class Hub:
                     backoff = 0.1
                 continue
             backoff = 0.1
-            await self.dispatch(message)
+            if message.get("type") == HUB_BATCH:
+                await self.dispatch_batch(message)
+            else:
+                await self.dispatch(message)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         group = message.get("group")
@@ -154,6 +194,35 @@ class Hub:
                 # poster's next database reply and Redis replies in between.
                 await asyncio.sleep(0)
         observe.event_delivered(event)  # commit to this worker's last local socket
+
+    async def dispatch_batch(self, message: dict[str, Any]) -> None:
+        """Deliver a batch (see `batch_envelope`) to the local sockets of each of its groups.
+
+        Most groups of a big batch have no socket on this worker: those cost
+        a dict lookup. The others go through `dispatch`, one event dict per
+        group, so each group's frame is encoded once however many of its
+        sockets are here, and per-group ordering is that of the receive loop.
+        """
+        event = message.get("event")
+        recipients = message.get("recipients")
+        if not isinstance(event, dict) or not isinstance(recipients, list | tuple):
+            logger.warning("hub: dropped a malformed batch")
+            return
+        local = 0
+        for recipient in recipients:
+            try:
+                group, fields = recipient
+                if group not in self.members:
+                    continue
+                own = for_group(event, fields)
+            except (TypeError, ValueError, AttributeError):
+                # Skip it rather than let it end the receive loop.
+                logger.warning("hub: dropped a malformed batch entry")
+                continue
+            await self.dispatch(envelope(group, own))
+            local += 1
+            if local % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # as in dispatch: one inbox each, but many of them
 
     async def _refresh_loop(self) -> None:
         # Group entries expire in Redis, and a Redis restart forgets them:
@@ -205,7 +274,7 @@ class Hub:
 
     async def _rejoin_all(self) -> bool:
         try:
-            for group in tuple(self.members):
+            for group in (broadcast_group(), *self.members):
                 await self.layer.group_add(group, self.channel)
         except Exception:
             logger.warning("hub: could not rejoin groups", exc_info=True)
@@ -223,6 +292,13 @@ class Hub:
                 pass
         self._tasks = []
         await self.echo.close()
+        if self.channel is not None:
+            # A worker that stops takes its channel with it; a test's hub, whose
+            # loop ends, should not stay in the broadcast group of the next test's.
+            try:
+                await self.layer.group_discard(broadcast_group(), self.channel)
+            except Exception:  # noqa: S110 - the entry expires by itself
+                pass
 
 
 # One hub per event loop: a worker has one loop; tests make one per test.

@@ -72,6 +72,11 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
+def broadcast_group() -> str:
+    """Every worker's hub: batches of events for many groups at once (see realtime.hub)."""
+    return "broadcast"
+
+
 def room_group(room_id: int) -> str:
     # By id, not slug: group names are limited to 100 ASCII characters.
     return f"room.{room_id}"

@@ -1,9 +1,10 @@
 """Sending events to sockets, always after the writing transaction commits.
 
-Services call `push_after_commit`; nothing else in the project talks to the
-channel layer for pushes. A rolled-back transaction pushes nothing. A push
-that fails (Redis down) is logged and dropped: the data is already committed,
-and clients recover it with `resume`.
+Services call `push_after_commit` (or `push_each_after_commit`, for one event
+to many groups); nothing else in the project talks to the channel layer for
+pushes. A rolled-back transaction pushes nothing. A push that fails (Redis
+down) is logged and dropped: the data is already committed, and clients
+recover it with `resume`.
 """
 
 from __future__ import annotations
@@ -23,15 +24,25 @@ from django.db import transaction
 
 from realtime import metrics, observe
 from realtime.errors import UNAVAILABLE_ERRORS
-from realtime.hub import envelope
+from realtime.hub import batch_envelope, envelope, for_group
+from realtime.protocol import broadcast_group
 
 logger = logging.getLogger("realtime.push")
 
 Message = tuple[str, dict[str, Any]]  # (group name, channel-layer event)
+Outgoing = tuple[str, dict[str, Any]]  # (group name, what goes to the layer: an envelope)
+Recipient = tuple[str, dict[str, Any]]  # (group name, the fields of the event that are its own)
 
 # Enough group_sends in flight to hide Redis round trips, few enough not to
 # exhaust the connection pool.
 _CONCURRENCY = 64
+# One event for more groups than this goes to every worker in batches (one
+# channel-layer message per BATCH_SIZE groups) instead of one message per
+# group. Below it, per-group messages reach only the workers concerned.
+BATCH_MIN_GROUPS = 16
+# Bounds a batch message (about 50 bytes per group plus the shared event) and
+# the time a hub spends on one message before it reads the next.
+BATCH_SIZE = 1000
 
 
 def push_after_commit(messages: Iterable[Message], *, using: str | None = None) -> None:
@@ -41,10 +52,42 @@ def push_after_commit(messages: Iterable[Message], *, using: str | None = None) 
         transaction.on_commit(partial(send_now, batch), using=using, robust=True)
 
 
+def push_each_after_commit(
+    event: dict[str, Any], recipients: Iterable[Recipient], *, using: str | None = None
+) -> None:
+    """Send `event`, with each group's own fields (see `realtime.hub.for_group`), after commit.
+
+    Many groups: one channel-layer message per BATCH_SIZE of them, to the
+    broadcast group, which every worker's hub reads; the shared part of the
+    event travels once per batch. Few: one message per group, as
+    `push_after_commit`. Either way each group's sockets get the same event.
+    """
+    groups = list(recipients)
+    if len(groups) <= BATCH_MIN_GROUPS:
+        push_after_commit(((group, for_group(event, fields)) for group, fields in groups), using=using)
+        return
+    batches = [groups[i : i + BATCH_SIZE] for i in range(0, len(groups), BATCH_SIZE)]
+    transaction.on_commit(partial(send_batches_now, event, batches), using=using, robust=True)
+
+
 def send_now(messages: Sequence[Message]) -> bool:
     """Send from sync code; True when every message reached the channel layer."""
     # Called at commit: the stamp is the start of the push latency metric.
-    messages = [(group, {**event, observe.COMMITTED_AT: time.time()}) for group, event in messages]
+    committed = time.time()
+    return _send(
+        [(group, envelope(group, {**event, observe.COMMITTED_AT: committed})) for group, event in messages]
+    )
+
+
+def send_batches_now(event: dict[str, Any], batches: Sequence[list[Recipient]]) -> bool:
+    """`send_now` for batches: one message per batch to every hub."""
+    stamped = {**event, observe.COMMITTED_AT: time.time()}
+    group = broadcast_group()
+    return _send([(group, batch_envelope(stamped, batch)) for batch in batches])
+
+
+def _send(messages: Sequence[Outgoing]) -> bool:
+    """Send enveloped messages from sync code; True when all reached the channel layer."""
     try:
         with metrics.PUSH_SEND.time():
             if _server_loop() is not None or _in_process_layer():
@@ -96,19 +139,19 @@ def _background_loop() -> asyncio.AbstractEventLoop:
         return _background
 
 
-async def asend(messages: Sequence[Message]) -> None:
+async def asend(messages: Sequence[Outgoing]) -> None:
+    """Send enveloped messages, many at a time."""
     layer = get_channel_layer()
     if len(messages) == 1:
-        group, event = messages[0]
-        await layer.group_send(group, envelope(group, event))
+        await layer.group_send(*messages[0])
         return
     gate = asyncio.Semaphore(_CONCURRENCY)
 
-    async def one(group: str, event: dict[str, Any]) -> None:
+    async def one(group: str, message: dict[str, Any]) -> None:
         async with gate:
-            await layer.group_send(group, envelope(group, event))
+            await layer.group_send(group, message)
 
-    await asyncio.gather(*(one(group, event) for group, event in messages))
+    await asyncio.gather(*(one(group, message) for group, message in messages))
 
 
 async def publish(group: str, event: dict[str, Any]) -> None:

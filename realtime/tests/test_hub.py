@@ -9,7 +9,7 @@ from django.conf import settings
 
 from conftest import receive_type
 from notifications import services
-from realtime.protocol import user_group
+from realtime.protocol import broadcast_group, user_group
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -73,7 +73,59 @@ async def test_group_membership_lost_from_redis_is_rebuilt(socket_for, alice, se
     settings.HUB_REFRESH_SECONDS = 0.1
     socket = await socket_for("/ws/notifications/", alice)
     await receive_type(socket, "welcome")
-    group = user_group(alice.id)
+    await forget_and_wait_for_rejoin(user_group(alice.id), socket)
+    sent = await sync_to_async(services.notify)(users=alice, title="after the loss")
+    assert (await receive_type(socket, "notification"))["notification"]["id"] == sent[0].id
+
+
+async def test_broadcast_membership_lost_from_redis_is_rebuilt(socket_for, alice, settings):
+    """The hub's place in the broadcast group heals like its other groups, and big sends flow again."""
+    from django.contrib.auth import get_user_model
+
+    from realtime import push
+
+    User = get_user_model()
+    await User.objects.abulk_create([User(username=f"reader{i}") for i in range(push.BATCH_MIN_GROUPS)])
+    settings.HUB_REFRESH_SECONDS = 0.1
+    socket = await socket_for("/ws/notifications/", alice)
+    await receive_type(socket, "welcome")
+    assert await group_size(broadcast_group()) == 1
+    await forget_and_wait_for_rejoin(broadcast_group(), socket)
+    sent = await sync_to_async(services.notify)(everyone=True, title="after the loss")
+    assert len(sent) > push.BATCH_MIN_GROUPS  # so it went as a batch
+    alices = next(row.id for row in sent if row.recipient_id == alice.id)
+    assert (await receive_type(socket, "notification"))["notification"]["id"] == alices
+
+
+async def test_a_malformed_batch_entry_is_skipped_and_the_hub_goes_on(socket_for, alice):
+    """A batch entry the hub cannot read is skipped; the rest of the batch and later events arrive."""
+    from django.db import transaction
+
+    from notifications.serializers import notification_dict
+    from realtime.hub import batch_envelope
+    from realtime.protocol import Event
+
+    socket = await socket_for("/ws/notifications/", alice)
+    await receive_type(socket, "welcome")
+
+    def notify_without_push():
+        with transaction.atomic():
+            row = services.notify(users=alice, title="by hand")[0]
+            transaction.get_connection().run_on_commit.clear()
+        return row
+
+    row = await sync_to_async(notify_without_push)()
+    event = {"type": Event.NOTIFICATION, "notification": notification_dict(row), "prev_id": None}
+    mine = user_group(alice.id)
+    broken = [["one item"], [[1], {}], [mine, None], [mine, {}]]
+    await get_channel_layer().group_send(broadcast_group(), batch_envelope(event, broken))
+    assert (await receive_type(socket, "notification"))["notification"]["id"] == row.id
+    later = await sync_to_async(services.notify)(users=alice, title="later")
+    assert (await receive_type(socket, "notification"))["notification"]["id"] == later[0].id
+
+
+async def forget_and_wait_for_rejoin(group: str, socket) -> None:
+    """Make Redis forget the group, then wait until this worker's hub is back in it."""
     await forget_groups(group)
     # The next refresh restores it; wait for that by polling Redis itself.
     for _ in range(200):
@@ -81,8 +133,6 @@ async def test_group_membership_lost_from_redis_is_rebuilt(socket_for, alice, se
             break
         await receive_nothing(socket)
     assert await group_size(group) == 1
-    sent = await sync_to_async(services.notify)(users=alice, title="after the loss")
-    assert (await receive_type(socket, "notification"))["notification"]["id"] == sent[0].id
 
 
 async def receive_nothing(socket) -> None:
