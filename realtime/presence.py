@@ -1,6 +1,6 @@
 """Who is online in a group (a chat room), correct across worker processes.
 
-Each socket is an entry `<channel name>|<username>` whose score is the time
+Each socket is an entry `<socket id>|<username>` whose score is the time
 it expires. A socket refreshes its entry every `PRESENCE_HEARTBEAT_SECONDS`;
 an entry not refreshed for `PRESENCE_TTL_SECONDS` is stale, so the users of a
 worker that died without running its disconnect handlers drop out of the
@@ -51,7 +51,8 @@ class Change:
 
 
 def _member(socket: str, user: str) -> str:
-    # Channel names never contain "|" (Channels restricts them to [-\w.!]).
+    # Socket ids ("socket.<hex>", RealtimeConsumer.socket_id) never contain "|";
+    # usernames may, which is why _user splits at the first one.
     return f"{socket}|{user}"
 
 
