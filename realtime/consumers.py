@@ -363,6 +363,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             return None
         return self._deliver_inline(event)
 
+    def hub_cork(self) -> None:
+        if self._write is not None:
+            self._write.cork()
+
+    def hub_uncork(self) -> None:
+        if self._write is not None:
+            self._write.uncork()
+
     def hub_lost(self) -> None:
         """The hub's live feed broke (Redis down or restarted): events may be gone.
 

@@ -42,6 +42,8 @@ HUB_EVENT = "hub.event"
 HUB_BATCH = "hub.batch"
 # Synchronous deliveries between two yields to the event loop (see Hub.dispatch).
 _YIELD_EVERY = 128
+# Most messages taken from the layer in one round (see Hub._dispatch_round).
+_ROUND_LIMIT = 64
 
 
 class Subscriber(Protocol):
@@ -49,6 +51,11 @@ class Subscriber(Protocol):
 
     def hub_lost(self) -> None:
         """The live feed broke: events may have been lost; the socket should go away."""
+
+    def hub_cork(self) -> None:
+        """Hold frames written from now on, to send them in one write at `hub_uncork`."""
+
+    def hub_uncork(self) -> None: ...
 
 
 def envelope(group: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -102,6 +109,8 @@ class Hub:
         # Heartbeats travel on a channel of their own, so a backlog of events
         # being delivered does not delay them and pass for a dead Redis.
         self.echo = LayerEcho(self.layer)
+        # Layers that can hand over a backlog at once (realtime.redis_layer); others give one at a time.
+        self._receive_ready = getattr(self.layer, "receive_ready", None)
 
     async def _start(self) -> None:
         # Sockets that connect together all wait for the one channel: none
@@ -169,31 +178,81 @@ class Hub:
                     backoff = 0.1
                 continue
             backoff = 0.1
+            # A backlog (events arriving faster than a big room takes them)
+            # is taken in one round: see _dispatch_round.
+            ready = self._receive_ready(self.channel, _ROUND_LIMIT) if self._receive_ready else []
+            await self._dispatch_round([message, *ready])
+
+    async def _dispatch_round(self, messages: list[dict[str, Any]]) -> None:
+        """Deliver messages in arrival order; consecutive events of one group together.
+
+        Together means socket by socket: each socket gets all of the run's
+        events in one write (one system call instead of one per event), and
+        its order of events is the arrival order.
+        """
+        run: list[dict[str, Any]] = []
+        for message in messages:
+            if run and (message.get("type") == HUB_BATCH or message.get("group") != run[0].get("group")):
+                await self._dispatch_run(run)
+                run = []
             if message.get("type") == HUB_BATCH:
                 await self.dispatch_batch(message)
             else:
-                await self.dispatch(message)
+                run.append(message)
+        if run:
+            await self._dispatch_run(run)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        group = message.get("group")
-        event = message.get("event")
-        if message.get("type") != HUB_EVENT or not isinstance(event, dict):
-            logger.warning("hub: dropped a message without an envelope")
+        await self._dispatch_run([message])
+
+    async def _dispatch_run(self, messages: list[dict[str, Any]]) -> None:
+        """Deliver the events of `messages`, all for one group, to its local sockets."""
+        events = []
+        for message in messages:
+            event = message.get("event")
+            if message.get("type") != HUB_EVENT or not isinstance(event, dict):
+                logger.warning("hub: dropped a message without an envelope")
+                continue
+            events.append(event)
+        if not events:
             return
-        for count, subscriber in enumerate(tuple(self.members.get(group, ())), 1):
-            try:
-                pending = subscriber.hub_deliver(event)
-                if pending is not None:
-                    await pending
-            except Exception:
-                # One broken socket must not stop delivery to the others.
-                logger.exception("hub: delivery to one socket failed")
+        for count, subscriber in enumerate(tuple(self.members.get(messages[0].get("group"), ())), 1):
+            await self._deliver_all(subscriber, events)
             if count % _YIELD_EVERY == 0:
                 # Most deliveries finish without awaiting anything, so a big
                 # room would hold the loop for the whole round: let the
                 # poster's next database reply and Redis replies in between.
                 await asyncio.sleep(0)
-        observe.event_delivered(event)  # commit to this worker's last local socket
+        for event in events:
+            observe.event_delivered(event)  # commit to this worker's last local socket
+
+    @staticmethod
+    async def _deliver_all(subscriber: Subscriber, events: list[dict[str, Any]]) -> None:
+        if len(events) == 1:
+            try:
+                pending = subscriber.hub_deliver(events[0])
+                if pending is not None:
+                    await pending
+            except Exception:
+                logger.exception("hub: delivery to one socket failed")
+            return
+        # Frames written while corked leave in one write at uncork, which
+        # must come before anything that can let other code write to the
+        # socket (an await), or frames would change order.
+        subscriber.hub_cork()
+        try:
+            for event in events:
+                try:
+                    pending = subscriber.hub_deliver(event)
+                    if pending is not None:
+                        subscriber.hub_uncork()
+                        await pending
+                        subscriber.hub_cork()
+                except Exception:
+                    # One broken socket must not stop delivery to the others.
+                    logger.exception("hub: delivery to one socket failed")
+        finally:
+            subscriber.hub_uncork()
 
     async def dispatch_batch(self, message: dict[str, Any]) -> None:
         """Deliver a batch (see `batch_envelope`) to the local sockets of each of its groups.

@@ -136,6 +136,18 @@ class _LoopLayer(RedisPubSubLoopLayer):
 class RelayPubSubChannelLayer(RedisPubSubChannelLayer):
     """`RedisPubSubChannelLayer` whose per-loop layers are `_LoopLayer`s."""
 
+    def receive_ready(self, channel: str, limit: int) -> list[dict]:
+        """Up to `limit` messages already waiting on `channel`, without waiting.
+
+        The hub takes a backlog in one round, so a socket gets the frames of
+        several events in one write (see Hub._receive_loop).
+        """
+        queue = self._get_layer().channels.get(channel)
+        ready = []
+        while queue is not None and len(ready) < limit and not queue.empty():
+            ready.append(self.deserialize(queue.get_nowait()))
+        return ready
+
     def _get_layer(self):
         # Upstream's _get_layer, building our loop layer instead of its own.
         loop = asyncio.get_running_loop()

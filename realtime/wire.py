@@ -36,7 +36,39 @@ from typing import Any
 
 logger = logging.getLogger("realtime.wire")
 
-Writer = Callable[[bytes], None]
+
+class _Corkable:
+    """Writers can be corked: frames written while corked leave in one write at `uncork`.
+
+    The hub corks a socket while it hands it several events in a row, which
+    turns one system call per event into one per round.
+    """
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held: list[bytes] | None = None
+
+    def cork(self) -> None:
+        if self.held is None:
+            self.held = []
+
+    def uncork(self) -> None:
+        held, self.held = self.held, None
+        if held:
+            self.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def __call__(self, frame: bytes) -> None:
+        if self.held is not None:
+            self.held.append(frame)
+        else:
+            self.write(frame)
+
+    def write(self, frame: bytes) -> None:
+        raise NotImplementedError
+
+
+Writer = _Corkable
 
 _FIN_TEXT = 0x81
 
@@ -102,17 +134,18 @@ def _too_slow(buffered: int) -> None:
     logger.warning("event=slow_client_dropped buffered=%d", buffered)
 
 
-class _AsyncioWriter:
+class _AsyncioWriter(_Corkable):
     """uvicorn: asyncio's transport.write already tries the socket first."""
 
     __slots__ = ("is_open", "limit", "protocol")
 
     def __init__(self, protocol: Any, limit: int, is_open: Callable[[Any], bool]) -> None:
+        super().__init__()
         self.protocol = protocol
         self.limit = limit
         self.is_open = is_open
 
-    def __call__(self, frame: bytes) -> None:
+    def write(self, frame: bytes) -> None:
         protocol = self.protocol
         transport = protocol.transport
         if transport is None or transport.is_closing() or not self.is_open(protocol):
@@ -124,7 +157,7 @@ class _AsyncioWriter:
             transport.abort()
 
 
-class _TwistedWriter:
+class _TwistedWriter(_Corkable):
     """daphne: send on the socket directly while Twisted has nothing queued for it.
 
     Twisted's `transport.write` always queues and registers the descriptor for
@@ -137,10 +170,11 @@ class _TwistedWriter:
     __slots__ = ("limit", "protocol")
 
     def __init__(self, protocol: Any, limit: int) -> None:
+        super().__init__()
         self.protocol = protocol
         self.limit = limit
 
-    def __call__(self, frame: bytes) -> None:
+    def write(self, frame: bytes) -> None:
         protocol = self.protocol
         transport = protocol.transport
         if protocol.state != protocol.STATE_OPEN or transport is None:
