@@ -235,6 +235,17 @@ class Sampler:
             counts[next(n for n, p in ordered if name.startswith(p))] += 1
         return counts
 
+    def channel_kinds(self, names: list[bytes]) -> dict[str, int]:
+        """Pub/sub channels by shape (ids and random parts folded): which kind would be leaking."""
+        out: dict[str, int] = {}
+        skip = len(self.prefixes["layer"])
+        for name in names:
+            text = name.decode(errors="replace")[skip:]
+            kind = re.sub(r"[0-9a-f]{8,}", "X", text)
+            kind = re.sub(r"[0-9]+", "N", kind)
+            out[kind] = out.get(kind, 0) + 1
+        return out
+
     def pg_connections(self) -> int | None:
         import psycopg
 
@@ -273,6 +284,7 @@ class Sampler:
         sample["redis"] = {
             "keys": keys,
             "pubsub_channels": len(pubsub),
+            "pubsub_kinds": self.channel_kinds(pubsub),
             "used_memory_kib": int(info["used_memory"]) // 1024,
         }
         sample["pg_connections"] = self.pg_connections()
@@ -420,12 +432,27 @@ def series(samples: list[dict[str, Any]], phase_set: set[str], f) -> list:
     return [f(s) for s in samples if s["phase"] in phase_set]
 
 
+def slope_per_minute(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (seconds, value) points, per minute."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_v = sum(v for _, v in points) / n
+    var = sum((t - mean_t) ** 2 for t, _ in points)
+    cov = sum((t - mean_t) * (v - mean_v) for t, v in points)
+    return round(60 * cov / var, 2) if var else None
+
+
 def summarize(samples: list[dict[str, Any]], n_workers: int) -> dict[str, Any]:
     """First and last sample under load, the peak, and what is left after the sockets closed."""
     loaded = {"connected", "load", "settled"}
     load = [s for s in samples if s["phase"] in ("connected", "load")]
     first, last = load[0], load[-1]
     after = next((s for s in samples if s["phase"] == "closed"), None)
+    # Growth over the second half of the load, when start-up allocations are done.
+    under_load = [s for s in samples if s["phase"] == "load"]
+    second_half = under_load[len(under_load) // 2 :]
     workers = []
     for i in range(n_workers):
         rss = series(samples, loaded, lambda s, i=i: s["workers"][i]["rss_kib"])
@@ -435,6 +462,9 @@ def summarize(samples: list[dict[str, Any]], n_workers: int) -> dict[str, Any]:
                 "rss_mib_start": round(first["workers"][i]["rss_kib"] / 1024, 1),
                 "rss_mib_end": round(last["workers"][i]["rss_kib"] / 1024, 1),
                 "rss_mib_max": round(max(rss) / 1024, 1),
+                "rss_mib_per_min_2nd_half": slope_per_minute(
+                    [(s["t_s"], s["workers"][i]["rss_kib"] / 1024) for s in second_half]
+                ),
                 "rss_mib_idle_before": round(samples[0]["workers"][i]["rss_kib"] / 1024, 1),
                 "rss_mib_after_close": round(after["workers"][i]["rss_kib"] / 1024, 1) if after else None,
                 "fds_start": first["workers"][i]["fds"],
@@ -459,6 +489,8 @@ def summarize(samples: list[dict[str, Any]], n_workers: int) -> dict[str, Any]:
         "pubsub_channels_start": first["redis"]["pubsub_channels"],
         "pubsub_channels_max": max(pubsub),
         "pubsub_channels_after_close": after["redis"]["pubsub_channels"] if after else None,
+        "pubsub_kinds_end": last["redis"]["pubsub_kinds"],
+        "pubsub_kinds_after_close": after["redis"]["pubsub_kinds"] if after else None,
         "redis_used_memory_mib_start": round(first["redis"]["used_memory_kib"] / 1024, 1),
         "redis_used_memory_mib_end": round(last["redis"]["used_memory_kib"] / 1024, 1),
         "pg_connections_max": max(pg) if pg else None,
@@ -664,7 +696,8 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
     for i, w in enumerate(s["workers"], 1):
         lines.append(
             f"worker {i}: RSS {w['rss_mib_idle_before']} MiB idle, "
-            f"{w['rss_mib_start']} -> {w['rss_mib_end']} MiB under load (max {w['rss_mib_max']}), "
+            f"{w['rss_mib_start']} -> {w['rss_mib_end']} MiB under load (max {w['rss_mib_max']}, "
+            f"{w['rss_mib_per_min_2nd_half']} MiB/min over its second half), "
             f"{w['rss_mib_after_close']} after close; fds "
             f"{w['fds_idle_before']} idle, {w['fds_start']} -> {w['fds_end']} (max {w['fds_max']}), "
             f"{w['fds_after_close']} after close ({kinds(w['fd_kinds_after_close'])}); "
@@ -674,7 +707,8 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         f"Redis keys of the run: {s['redis_keys_start']} -> {s['redis_keys_end']} "
         f"(max {s['redis_keys_max']}), after close {kinds(s['redis_keys_after_close'])}; "
         f"pub/sub channels {s['pubsub_channels_start']} "
-        f"(max {s['pubsub_channels_max']}), after close {s['pubsub_channels_after_close']}; used_memory "
+        f"(max {s['pubsub_channels_max']}), after close {s['pubsub_channels_after_close']} "
+        f"({kinds(s['pubsub_kinds_after_close'])}); used_memory "
         f"{s['redis_used_memory_mib_start']} -> {s['redis_used_memory_mib_end']} MiB (server-wide); "
         f"PostgreSQL connections max {s['pg_connections_max']}"
     )
