@@ -370,8 +370,10 @@ def row_text(sample: dict[str, Any]) -> str:
     return "  ".join(row_cells(sample))
 
 
-def markdown_table(samples: list[dict[str, Any]], every: float = 60.0) -> str:
-    """Samples at least `every` seconds apart, and every sample that is not of the load phase."""
+def markdown_table(samples: list[dict[str, Any]], rows: int = 12) -> str:
+    """About `rows` samples of the load phase, evenly spaced, and every sample of the other phases."""
+    load = [s["t_s"] for s in samples if s["phase"] == "load"]
+    every = (load[-1] - load[0]) / rows if len(load) > 1 else 0.0
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
     last = None
     for i, sample in enumerate(samples):
