@@ -322,6 +322,28 @@ class Sampler:
         return sample
 
 
+def settle_after_close(servers: list[Server], sampler: Sampler, limit: float = 60.0) -> float:
+    """Bounded wait after the clients closed: until the workers count no open socket, then
+    until the run's pub/sub channel count has not changed for 3 s (channels_redis
+    unsubscribes one channel at a time per shard, so after a mass close the count
+    falls for seconds). What is left then is what the workers keep. Returns seconds."""
+    t0 = time.monotonic()
+    deadline = t0 + limit
+    while time.monotonic() < deadline and any(
+        sum((open_sockets(s.port) or {"?": 1}).values()) for s in servers
+    ):
+        time.sleep(0.5)  # polling the workers' own count
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = len(sampler.redis.pubsub_channels(sampler.prefixes["layer"] + "*"))
+        if count != last:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since >= 3.0:
+            break
+        time.sleep(0.5)  # polling Redis' own count
+    return time.monotonic() - t0
+
+
 # --- the table -------------------------------------------------------------------------------
 COLUMNS = (
     "t s",
@@ -633,11 +655,7 @@ def run(args: argparse.Namespace, tag: str) -> dict[str, Any]:
 
         # Close every socket; what the workers hold afterwards is what they would leak.
         clients.stop()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and any(
-            sum((open_sockets(s.port) or {"?": 1}).values()) for s in servers
-        ):
-            time.sleep(0.5)  # bounded poll of the workers' own count
+        figures["close_settle_s"] = round(settle_after_close(servers, sampler), 1)
         sampler.take("closed", None)
         figures["worker_logs"] = [worker_log_summary(s) for s in servers]
     # The workers have stopped (SIGTERM, drained) and the run's keys are deleted.
@@ -694,6 +712,8 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         f"{d['latency_p50_ms']:,}/{d['latency_p99_ms']:,}/{d['latency_max_ms']:,} ms",
         f"reconnects: {c['churned']:,} dropped by the clients, server closes {c['server_closes']}, "
         f"{c['resumes']:,} resumes, {c['dead_links']} dead links, {c['pings']:,} pings",
+        f"after the clients closed, the workers' sockets and the pub/sub channels settled in "
+        f"{f.get('close_settle_s', 'n/a')} s",
     ]
     for i, w in enumerate(s["workers"], 1):
         lines.append(
