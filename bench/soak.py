@@ -715,6 +715,12 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         f"after the clients closed, the workers' sockets and the pub/sub channels settled in "
         f"{f.get('close_settle_s', 'n/a')} s",
     ]
+    if not f["passed"]:
+        lines.append(
+            f"FAILED: {c['agents_with_gaps']} clients with gaps, {c['never_connected']} never connected, "
+            f"{c['not_live_at_end']} not back at the end, {c['outbox_left']} posts never acknowledged, "
+            f"{c['posts_rejected']} rejected; examples {c['gap_samples'][:3]}"
+        )
     for i, w in enumerate(s["workers"], 1):
         lines.append(
             f"worker {i}: RSS {w['rss_mib_idle_before']} MiB idle, "
