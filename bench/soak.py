@@ -246,6 +246,10 @@ class Sampler:
             out[kind] = out.get(kind, 0) + 1
         return out
 
+    def client_kills(self) -> int:
+        stats = self.redis.info("commandstats")
+        return int(stats.get("cmdstat_client|kill", {}).get("calls", 0))
+
     def pg_connections(self) -> int | None:
         import psycopg
 
@@ -286,6 +290,9 @@ class Sampler:
             "pubsub_channels": len(pubsub),
             "pubsub_kinds": self.channel_kinds(pubsub),
             "used_memory_kib": int(info["used_memory"]) // 1024,
+            # Someone's CLIENT KILL (a test, an operator) cuts the workers' pub/sub
+            # connections; counted so that a latency spike can be told apart.
+            "client_kill_calls": self.client_kills(),
         }
         sample["pg_connections"] = self.pg_connections()
         if clients is not None:
@@ -518,6 +525,8 @@ def summarize(samples: list[dict[str, Any]], n_workers: int) -> dict[str, Any]:
         "redis_used_memory_mib_start": round(first["redis"]["used_memory_kib"] / 1024, 1),
         "redis_used_memory_mib_end": round(last["redis"]["used_memory_kib"] / 1024, 1),
         "pg_connections_max": max(pg) if pg else None,
+        "redis_client_kills": samples[-1]["redis"]["client_kill_calls"]
+        - samples[0]["redis"]["client_kill_calls"],
         "load_minutes_sampled": round((last["t_s"] - first["t_s"]) / 60, 2),
     }
 
@@ -738,7 +747,8 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         f"(max {s['pubsub_channels_max']}), after close {s['pubsub_channels_after_close']} "
         f"({kinds(s['pubsub_kinds_after_close'])}); used_memory "
         f"{s['redis_used_memory_mib_start']} -> {s['redis_used_memory_mib_end']} MiB (server-wide); "
-        f"PostgreSQL connections max {s['pg_connections_max']}"
+        f"PostgreSQL connections max {s['pg_connections_max']}; CLIENT KILL calls to that Redis "
+        f"during the run (anyone's): {s.get('redis_client_kills', 'n/a')}"
     )
     logs = f["worker_logs"]
     lines.append(
