@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format bench clean venv-dev browser stack stack-stop stack-status nginx
+.PHONY: run test lint format bench soak clean venv-dev browser stack stack-stop stack-status nginx
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,13 @@ $(BIN)/.installed-bench: $(BIN)/.installed-dev requirements-bench.txt
 
 bench: $(BIN)/.installed-bench
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The soak (docs/reliability.md, "Soak"): two workers under a steady chat and
+# notification load with reconnects; memory, descriptors and Redis keys over
+# time, then every client's ids against the database. Same databases as bench.
+# Default 2,000 sockets for 10 minutes; SOAK_ARGS="--sockets 200 --minutes 1" for a short one.
+soak: $(BIN)/.installed-bench
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 # The docker-compose topology on this machine, without Docker: the local
 # PostgreSQL and Redis, migrate, two daphne workers (STACK_PORTS) and nginx on

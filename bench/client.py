@@ -315,6 +315,23 @@ class Client:
             "client_wall_s": wall,
         }
 
+    async def dispatch(self, cmd: str, arg: Any) -> dict[str, Any]:
+        if cmd == "connect":
+            return await self.connect(arg)
+        if cmd == "heal":
+            return await self.heal()
+        if cmd == "settle":
+            return await self.settle(*arg)
+        if cmd == "mark":
+            return self.mark()
+        if cmd == "post":
+            return self.post(arg)
+        if cmd == "collect":
+            return await self.collect(arg)
+        if cmd == "close":
+            return await self.close()
+        return {"error": f"unknown command {cmd}"}
+
     async def close(self) -> dict[str, Any]:
         if self.rec is not None:
             self.rec.closing = True
@@ -327,56 +344,49 @@ class Client:
         return {"closed": True}
 
 
-async def serve(conn) -> None:
+async def serve(conn, client) -> None:
+    """Answer the parent's commands until `close`; any client class with `dispatch` will do."""
     loop = asyncio.get_running_loop()
-    client = Client()
     while True:
         cmd, arg = await loop.run_in_executor(None, conn.recv)
         try:
-            if cmd == "connect":
-                out = await client.connect(arg)
-            elif cmd == "heal":
-                out = await client.heal()
-            elif cmd == "settle":
-                out = await client.settle(*arg)
-            elif cmd == "mark":
-                out = client.mark()
-            elif cmd == "post":
-                out = client.post(arg)
-            elif cmd == "collect":
-                out = await client.collect(arg)
-            elif cmd == "close":
-                out = await client.close()
-                conn.send(out)
-                return
-            else:
-                out = {"error": f"unknown command {cmd}"}
+            out = await client.dispatch(cmd, arg)
         except Exception as exc:
             out = {"error": f"{type(exc).__name__}: {exc}"}
         conn.send(out)
+        if cmd == "close":
+            return
 
 
-def worker_main(conn) -> None:
+def worker_main(conn, factory: str) -> None:
+    import importlib
+
     from bench.common import raise_nofile
 
     raise_nofile()
+    module, name = factory.split(":")
+    client = getattr(importlib.import_module(module), name)()
     try:
         import uvloop
 
-        uvloop.run(serve(conn))
+        uvloop.run(serve(conn, client))
     except ImportError:
-        asyncio.run(serve(conn))
+        asyncio.run(serve(conn, client))
 
 
 class ClientProcess:
-    """A load-generator process, driven from the parent with blocking calls."""
+    """A load-generator process, driven from the parent with blocking calls.
 
-    def __init__(self) -> None:
+    `factory` ("module:Class") is the client class the process runs: this
+    module's `Client` for the workloads, `bench.soak_client:SoakClient` for the soak.
+    """
+
+    def __init__(self, factory: str = "bench.client:Client") -> None:
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=worker_main, args=(child,), daemon=True)
+        self.proc = ctx.Process(target=worker_main, args=(child, factory), daemon=True)
         self.proc.start()
         child.close()
 
@@ -412,11 +422,11 @@ class ClientProcess:
 class Clients:
     """Several load-generator processes used as one; stops them all on exit."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, factory: str = "bench.client:Client") -> None:
         self.procs: list[ClientProcess] = []
         try:
             for _ in range(n):
-                self.procs.append(ClientProcess())
+                self.procs.append(ClientProcess(factory))
         except BaseException:
             self.stop()
             raise

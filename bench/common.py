@@ -182,6 +182,12 @@ class Stack:
         argv += ["--loop", loop, "--no-access-log", "--log-level", "warning"]
         return self._add(Server("uvicorn", argv, port, env or bench_env(), self.logdir))
 
+    def serve(self, app: str = "config.asgi:application", env: dict[str, str] | None = None) -> Server:
+        """The production launcher (daphne with the drain and the slow-client bound), as compose runs it."""
+        port = free_port()
+        argv = [PY, "-m", "realtime.serve", "--bind", "127.0.0.1", "--port", str(port), app]
+        return self._add(Server("serve", argv, port, env or bench_env(), self.logdir))
+
     def websockets_baseline(self) -> Server:
         port = free_port()
         argv = [PY, "-m", "bench.baseline_websockets", "--port", str(port)]
@@ -192,12 +198,22 @@ class Stack:
         return server
 
 
-def run_django(args: list[str], *, timeout: float = 600, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run `python -m bench.django_side ARGS` and return the JSON it prints last."""
+def start_django(
+    args: list[str], *, env: dict[str, str] | None = None, stderr=subprocess.PIPE
+) -> subprocess.Popen:
+    """Start `python -m bench.django_side ARGS` without waiting; `finish_django` collects it.
+
+    A long-running command should get a file as `stderr`: nobody reads the pipe
+    until it ends, and a full pipe would stall it.
+    """
     argv = [PY, "-m", "bench.django_side", *args]
-    proc = subprocess.Popen(
-        argv, cwd=ROOT, env=env or bench_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    return subprocess.Popen(
+        argv, cwd=ROOT, env=env or bench_env(), stdout=subprocess.PIPE, stderr=stderr, text=True
     )
+
+
+def finish_django(proc: subprocess.Popen, args: list[str], *, timeout: float = 600) -> dict[str, Any]:
+    """Wait (bounded) for a `start_django` process and return the JSON it prints last."""
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException:
@@ -205,8 +221,13 @@ def run_django(args: list[str], *, timeout: float = 600, env: dict[str, str] | N
         proc.wait()
         raise
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{err[-3000:]}")
+        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{(err or '')[-3000:]}")
     return json.loads(out.strip().splitlines()[-1])
+
+
+def run_django(args: list[str], *, timeout: float = 600, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run `python -m bench.django_side ARGS` and return the JSON it prints last."""
+    return finish_django(start_django(args, env=env), args, timeout=timeout)
 
 
 def redis_client():

@@ -4,8 +4,17 @@ prepare N          create the database if needed, migrate, make bench users
                    bench-00000..N-1 active (every other user inactive), give each a
                    fresh session, make sure the chat room `lobby` exists when the
                    chat app is there; print JSON {cookies, chat, ...}
-push RUN RATE SECS USERS   notify() one random bench user at a time at RATE per second
+push RUN RATE SECS USERS [GROUP_EVERY GROUP_SIZE]
+                   notify() one random bench user at a time at RATE per second; with
+                   GROUP_EVERY > 0, also one notify() to GROUP_SIZE random bench users
+                   every GROUP_EVERY seconds (a group announcement)
 broadcast RUN      one notify(everyone=True), timing call, commit and return
+rooms K            make the public chat rooms soak-00..K-1 exist; print their slugs and
+                   the highest message and notification ids so far (the soak's floor)
+ids JSON           the message ids per room and notification ids per recipient above
+                   the floor given in JSON {rooms, users, floor_message,
+                   floor_notification, client_id_prefix}, and the posts stored under
+                   client_id_prefix: what the soak's clients must have received
 
 Each prints one JSON object on its last line. Times are time.monotonic_ns(),
 which is CLOCK_MONOTONIC: the same clock in every process on the machine.
@@ -124,7 +133,9 @@ def prepare(n: int) -> dict:
     }
 
 
-def push(run: str, rate: float, seconds: float, n_users: int) -> dict:
+def push(
+    run: str, rate: float, seconds: float, n_users: int, group_every: float = 0, group_size: int = 0
+) -> dict:
     setup_django()
     from django.contrib.auth import get_user_model
 
@@ -137,6 +148,9 @@ def push(run: str, rate: float, seconds: float, n_users: int) -> dict:
     total = int(rate * seconds)
     counts = [0] * len(users)
     lags, call_ns = [], []
+    # Every `group_ticks`-th send is followed by one to a random group of users.
+    group_ticks = max(1, round(group_every * rate)) if group_every > 0 and group_size > 0 else 0
+    group_sends = 0
     notify(users=users[0], title="warm-up", data={"run": "warmup"})  # connections, imports
     start = time.monotonic_ns()
     for i in range(total):
@@ -150,11 +164,19 @@ def push(run: str, rate: float, seconds: float, n_users: int) -> dict:
         notify(users=users[index], title="bench", body="", data={"run": run, "t": t})
         call_ns.append(time.monotonic_ns() - t)
         counts[index] += 1
+        if group_ticks and i % group_ticks == group_ticks - 1:
+            picked = rng.sample(range(len(users)), min(group_size, len(users)))
+            t = time.monotonic_ns()
+            notify(users=[users[j] for j in picked], title="bench group", data={"run": run, "t": t})
+            group_sends += 1
+            for j in picked:
+                counts[j] += 1
     elapsed = (time.monotonic_ns() - start) / 1e9
     lags.sort()
     call_ns.sort()
     return {
         "sent": total,
+        "group_sends": group_sends,
         "counts": counts,
         "elapsed_s": elapsed,
         "achieved_rate": total / elapsed if elapsed else 0.0,
@@ -180,14 +202,54 @@ def broadcast(run: str) -> dict:
     return {"recipients": len(created), "t_call": t_call, "t_commit": marks["commit"], "t_return": t_return}
 
 
+def rooms(k: int) -> dict:
+    setup_django()
+    from chat.models import Message, Room
+    from chat.services import create_room
+    from notifications.models import Notification
+
+    slugs = [f"soak-{i:02d}" for i in range(k)]
+    existing = set(Room.objects.filter(slug__in=slugs).values_list("slug", flat=True))
+    for slug in slugs:
+        if slug not in existing:
+            create_room(slug=slug, title=f"Soak {slug[5:]}")
+    last_message = Message.objects.order_by("-id").values_list("id", flat=True).first()
+    last_notification = Notification.objects.order_by("-id").values_list("id", flat=True).first()
+    return {"rooms": slugs, "floor_message": last_message or 0, "floor_notification": last_notification or 0}
+
+
+def ids(spec: dict) -> dict:
+    setup_django()
+    from chat.models import Message
+    from notifications.models import Notification
+
+    messages: dict[str, list[int]] = {slug: [] for slug in spec["rooms"]}
+    rows = Message.objects.filter(room__slug__in=spec["rooms"], id__gt=spec["floor_message"])
+    for slug, pk in rows.filter(deleted_at__isnull=True).values_list("room__slug", "id").order_by("id"):
+        messages[slug].append(pk)
+    notes: dict[str, list[int]] = {str(pk): [] for pk in spec["users"]}
+    rows = Notification.objects.filter(recipient_id__in=spec["users"], id__gt=spec["floor_notification"])
+    for recipient, pk in rows.values_list("recipient_id", "id").order_by("id"):
+        notes[str(recipient)].append(pk)
+    posts = Message.objects.filter(
+        room__slug__in=spec["rooms"], client_id__startswith=spec["client_id_prefix"]
+    ).count()
+    return {"messages": messages, "notifications": notes, "posts_stored": posts}
+
+
 def main(argv: list[str]) -> int:
     cmd, *args = argv
     if cmd == "prepare":
         out = prepare(int(args[0]))
     elif cmd == "push":
-        out = push(args[0], float(args[1]), float(args[2]), int(args[3]))
+        group = (float(args[4]), int(args[5])) if len(args) > 4 else (0, 0)
+        out = push(args[0], float(args[1]), float(args[2]), int(args[3]), *group)
     elif cmd == "broadcast":
         out = broadcast(args[0])
+    elif cmd == "rooms":
+        out = rooms(int(args[0]))
+    elif cmd == "ids":
+        out = ids(json.loads(args[0]))
     elif cmd == "chat":
         setup_django()
         out = {"chat": chat_route_present()}

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The docker-compose topology without Docker: `make stack`, the stack tests and the soak script use it.
+"""The docker-compose topology without Docker: `make stack` and the stack tests use it.
 
     python deploy/stack.py start [--ports 8101,8102] [--proxy-port 8100] [--no-proxy] [--dir .stack]
     python deploy/stack.py status [--dir .stack]

@@ -1,4 +1,4 @@
-"""Smoke run of the benchmark workloads at tiny N (`python -m bench --quick`).
+"""Smoke run of the benchmark workloads and the soak at tiny N (`python -m bench --quick`).
 
 No timing assertions: only that every workload runs end to end against real
 servers (daphne, uvicorn, the baselines) and that every delivery arrived,
@@ -76,3 +76,11 @@ def test_workers_quick(bench_database):
             continue
         for result in target["sizes"].values():
             assert result["all_delivered"], result
+
+
+def test_soak_quick(bench_database):
+    """The soak script end to end at tiny N: two workers, reconnects, the database check."""
+    from bench import soak
+
+    args = ["--sockets", "8", "--rooms", "2", "--minutes", "0.1", "--sample-every", "2"]
+    assert soak.main([*args, "--churn", "100", "--no-save"]) == 0
