@@ -155,6 +155,10 @@ return {before, after, version}
 """
 
 
+# Connections per worker for presence; more operations than this wait their turn.
+_POOL_SIZE = 64
+
+
 class RedisPresence(PresenceBackend):
     """Sorted sets in Redis (`REDIS_URL`), shared by every worker process."""
 
@@ -163,12 +167,18 @@ class RedisPresence(PresenceBackend):
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     def client(self):
-        from redis.asyncio import Redis
+        from redis.asyncio import BlockingConnectionPool, Redis
 
         loop = asyncio.get_running_loop()
         entry = self._clients.get(loop)
         if entry is None:
-            redis = Redis.from_url(settings.REDIS_URL)
+            # A pool that makes callers wait for a free connection: redis-py's
+            # default raises past 100, which lost presence leaves when a
+            # thousand sockets closed at once (found by bench/soak.py).
+            pool = BlockingConnectionPool.from_url(
+                settings.REDIS_URL, max_connections=_POOL_SIZE, timeout=settings.PRESENCE_TTL_SECONDS
+            )
+            redis = Redis(connection_pool=pool)
             entry = (redis, redis.register_script(_SCRIPT))
             self._clients[loop] = entry
         return entry
@@ -188,7 +198,7 @@ class RedisPresence(PresenceBackend):
         loop = asyncio.get_running_loop()
         entry = self._clients.pop(loop, None)
         if entry is not None:
-            await entry[0].aclose()
+            await entry[0].aclose(close_connection_pool=True)
 
 
 @cache
