@@ -96,73 +96,88 @@ Two daphne processes on one Redis; the room's sockets alternate between them; on
 first posts 20 messages; every socket on both must get all of them, in order. Redis commands per
 room message = `INFO commandstats` total calls delta over the posting window, minus the background
 rate over an idle window just before, / messages; at 100 and 1,000 members. The target is that it
-does not grow with members.
+does not grow with members. The service's five per message are the chat rate limit (a Redis
+script: EVALSHA with TIME, GET and SET) and one PUBLISH. This workload spaces presence heartbeats
+out (`PRESENCE_HEARTBEAT_SECONDS=3600`): they are upkeep of one cheap script per socket every 15 s,
+which grows with members whether anyone posts or not, and over a posting window of half a second
+they are bursts the idle-rate subtraction cannot remove (with them, one run read 5.2 and 6.5).
 """,
 }
 
 FOOTER = """
-## Findings (run of 2026-11-25, chat and the per-worker hub merged)
+## Findings (run of 2026-11-25, session 2: fast path, batches, per-socket savings)
 
-The tables above hold the numbers. They were taken on the 2-core development machine while
-other test runs were active, so ratios within one run are the figures to compare.
+The tables above hold the numbers of the latest full `make bench` run, taken on the 2-core
+development machine with no other test run active. Ratios within one run are the figures to
+compare.
 
 | target | goal | result | verdict |
 | --- | --- | --- | --- |
-| fan-out, daphne, vs plain Channels on daphne | 10x | 4,091 vs 2,919 deliveries/s: 1.40x | missed |
-| fan-out, uvicorn, vs the websockets server | 0.5x | 7,317 vs 83,492 deliveries/s: 0.09x | missed |
-| push latency, 1,000 users, 200 notify()/s | p99 <= 25 ms | daphne 10.2 ms, uvicorn 8.2 ms | met |
-| broadcast to 5,000 users | <= 1 s from commit | daphne 1,003 ms, uvicorn 1,157 ms | missed by 0.3 % / 16 % |
-| idle, 10,000 sockets, one process | 0 errors, <= 30 KiB each | 0 errors; 42.4 / 40.8 KiB | missed |
-| Redis commands per room message | independent of size | one PUBLISH per event | met |
+| fan-out, daphne, vs plain Channels on daphne | 10x | 56,717 vs 3,680 deliveries/s: 15.4x | met |
+| fan-out, uvicorn, vs the websockets server | 0.5x | 55,571 vs 179,446 deliveries/s: 0.31x | missed |
+| push latency, 1,000 users, 200 notify()/s | p99 <= 25 ms | daphne 14.1 ms, uvicorn 6.3 ms | met |
+| broadcast to 5,000 users | <= 1 s from commit | daphne 175 ms, uvicorn 181 ms | met |
+| idle, 10,000 sockets, one process | 0 errors, <= 30 KiB | daphne 29.8, uvicorn 28.0 KiB; 0 errors | met |
+| Redis commands per room message | independent of size | 5.2 at 100 and 1,000 members: 1.00x | met |
+
+Session 1's run, for comparison: fan-out 4,091 (daphne) and 7,317 (uvicorn) deliveries/s,
+broadcast 1,003 / 1,157 ms, idle 42.4 / 40.8 KiB per socket.
 
 - **Every delivery arrived** in every workload, in order, with no duplicate.
-- **Where fan-out time goes (daphne).** A py-spy profile of the service worker during a
-  300-socket, 60-message fan-out (8,730 deliveries/s in that run): of the samples under the hub's
-  delivery loop, about 40 % are Twisted registering each socket for writing on every frame
-  (`FileDescriptor.startWriting` -> asyncio `add_writer` -> `epoll` modify, then the write and
-  the removal: three system calls per frame), about 15 % autobahn building log arguments
-  (`autobahn.util.hl*`, `click.style`) on every frame even with debug logging off, and the rest
-  autobahn's frame assembly and the ASGI send chain. The project's own per-delivery work (cursor
-  check, the frame encoded once per worker, one function call per socket) is a small share. The
-  websockets baseline writes pre-framed bytes straight to asyncio transports (one system call per
-  frame). So the remaining gap is the server's per-frame path, not the channel layer: plain
-  Channels pays the same Twisted/autobahn cost plus a Redis message, a msgpack decode, a JSON
-  encode and a task switch per socket, which is why the hub only gives 1.4x here. The next step
-  is a fast path in `realtime.serve`'s protocol class: frame the encoded text once per event and
-  write it to each transport directly.
-- **Presence at join time is quadratic**: each socket that joins a 1,000-socket room sends a
-  `presence` frame to every other socket (encoded per socket). The workload waits for that traffic
-  to stop before it measures; a big room should coalesce presence announcements.
-- **Broadcast**: `notify(everyone=True)` for 5,000 users takes about 330-840 ms from the call to
-  the commit (one bulk INSERT, the previous id of each inbox, 5,000 rows returned). The table's
-  figures are from before batching, when each recipient's inbox was its own channel-layer message
-  (5,000 `group_send`s, 64 in flight). A send to more than 16 users now goes to every worker's hub
-  as batches of 1,000 recipients (five messages for 5,000 users; docs/protocol.md, "Sending to
-  many inboxes at once"). This workload rerun alone, before and after the change, alternating, on
-  the shared machine (load average 1.5-7), commit to last socket: before daphne 910-2,097 ms (median 1,240
-  over 6 runs), uvicorn 1,032-2,906 ms (median 1,325); after daphne 569-1,801 ms (median 830),
-  uvicorn 281-2,187 ms (median 533). With batches the five messages reach the worker 13-35 ms
-  after commit; the rest is the worker writing 5,000 frames, about 120-150 µs a frame under
-  daphne and 50-90 µs under uvicorn (the per-frame server path described under fan-out).
-- **Garbage collection pauses** decide whether a run stays under 1 s. A worker with 5,000 sockets
-  has a heap big enough that a full (generation 2) collection takes 0.1-1.6 s, longer as sockets
-  accumulate; they run every few seconds while sockets connect, and one runs a few seconds after
-  each broadcast (it frees about 115,000 objects, some 23 objects in reference cycles per
-  delivery, before and after batching alike). The one slow run that logged its collections
-  (daphne 1,801 ms) had a 936 ms collection during its last batch; the uvicorn runs of 1,095 and
-  2,187 ms, whose first socket waited 0.8 and 1.7 s, look the same but were not logged. Freezing
-  the heap once the sockets are up (`gc.freeze()`), tuning the thresholds, or finding the
-  per-delivery cycles should remove them; not tried yet.
-- **Push latency** is met with room to spare since pushes from plain sync code reuse one event loop
-  and its Redis connections (`notify()` from the driver: 4.8 ms at p50 instead of about 15-27 ms).
-- **Idle memory** is about 41-42 KiB per socket: each socket still has its own channel-layer
-  channel and receive task (used by nothing but forced disconnects now that events come through
-  the hub), plus Django's session and user objects. Dropping the per-socket channel is the obvious
-  next saving.
-- **Redis commands per message**: with the default pub/sub layer a room message costs one PUBLISH
-  whatever the room's size, for the service and for plain Channels alike; the figures subtract a
-  background rate measured just before, so small values (5.2 at 100 members, 0.0 at 1,000) are
-  noise around that one command.
-- **Load generator**: two generator processes delivered 0.89x what one did against the websockets
-  baseline, so one generator is not the bottleneck.
+- **What made fan-out 8-14x faster** (`realtime/wire.py`, `realtime/hub.py`, docs/architecture.md):
+  - a server-to-client frame is not masked, so the hub builds the WebSocket frame (header and JSON)
+    once per event per worker and every socket writes the same bytes straight to its connection:
+    no ASGI message, no autobahn or websockets framing, no Twisted write registration per frame
+    (on daphne the writer sends on the socket itself while Twisted's buffer is empty);
+  - synchronous `quick_push_*` handlers: no coroutine per delivery in the common case;
+  - the Channels session middleware wrapped `send`, which had hidden the server from the fast
+    path at first (4,091 -> 6,542 deliveries/s until it was unwrapped, then 22,282);
+  - presence heartbeats no longer return the room's whole online list twice per socket (in a
+    1,000-socket room that was about 30 % of the worker's CPU, during the measurement too);
+  - the hub yields to the event loop every 128 deliveries, so the poster's database and Redis
+    replies are not held behind a whole room (one run: 28,723 -> 50,610 deliveries/s on daphne);
+  - a backlog of events is taken in one round and each socket gets the run in one write.
+- **Why uvicorn stays at 0.31x the websockets server.** Measured on this machine:
+  - the service does work per message the baseline does not do at all: the rate limit (a Redis
+    script), the PostgreSQL transaction with the room's row lock that gives ids in commit order,
+    and the after-commit publish. Posting 100 messages to a room of two sockets takes 0.50 s and
+    0.35 s of worker CPU: 3.5 ms of CPU per stored message, in the same process and on the same
+    core as the fan-out. The websockets baseline relays without storing;
+  - per delivery, the service worker used 13.6 µs of CPU (1.71 s for 100,000, minus the posting)
+    against 5.1 µs for the websockets server (0.51 s) in the same run. A py-spy profile of the
+    uvicorn worker over the measured window puts 63 % of the event-loop thread's samples in the
+    `send` system call of asyncio's `transport.write`, 7.5 % idle, and about 10 % in the project's
+    own per-delivery code (hub loop, quick handler, writer, metrics). Both servers make one `send`
+    per delivery; why ours costs more per call is not established. One explanation that fits
+    (not verified): the load generator sits idle between our slower bursts (0.9 s of CPU over
+    2 s), so each send wakes it, while against the websockets server it never sleeps;
+  - corked writes (several events per `send`) only help when events queue up; here a message
+    arrives every few milliseconds and most rounds carry one or two events.
+  Under daphne the same costs are there, and plain Channels pays far more per delivery (a Redis
+  message, a msgpack decode, a JSON encode and a task switch per socket), hence 15.4x there.
+- **Idle memory** fell from about 41-42 to 28-30 KiB per socket: no channel-layer channel per socket
+  (events come through the hub; that was a Redis subscription, a queue and a waiting task each),
+  our middleware reads the session cookie itself (Channels' cookie and session middleware kept
+  three more scope copies, a session object and a `send` wrapper per socket), and the pending queue
+  is made on first use. What remains is mostly the servers' own per-connection objects (uvicorn:
+  the protocol, parsed request headers, queues and events, the keepalive timer) and Django's user.
+  daphne meets 30 KiB by 0.2 KiB: a small margin.
+- **Broadcast** meets the target by 5x now: a send to more than 16 inboxes goes to every hub as
+  batches of 1,000 recipients (docs/protocol.md, "Sending to many inboxes at once"), and the
+  frames go out on the fast path. `notify(everyone=True)` for 5,000 users still takes about
+  300 ms from the call to the commit (one bulk INSERT and the previous id of each inbox).
+- **Garbage collection pauses**: with 5,000 sockets, a full collection in a worker took 0.1-1.6 s
+  in earlier runs, which decided whether a broadcast stayed under 1 s. Not tuned (`gc.freeze()`
+  once sockets are up, or the thresholds, are the obvious things to try).
+- **Presence at join time is still quadratic**: each socket that joins a 1,000-socket room makes a
+  `presence` frame for every other socket (the contract's frame names one user and carries the
+  online list). The workload waits for that traffic to stop before it measures.
+- **Presence upkeep**: each chat socket refreshes its presence entry every 15 s with one Redis
+  script (about 67 scripts a second for 1,000 sockets). A heartbeat that changes nobody's status
+  costs O(log n) in Redis and answers nothing.
+- **Push latency** is met with room to spare: pushes from plain sync code reuse one event loop and
+  its Redis connections.
+- **Load generator**: two generator processes delivered 1.10x what one did against the websockets
+  baseline, so one generator is close to, but not at, its ceiling there; against the service it
+  used 0.9 s of CPU over 2 s.
 """
