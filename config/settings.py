@@ -199,7 +199,8 @@ if len(JWT_SIGNING_KEY.encode()) < 32:
 # --- Real-time limits (every number the sockets rely on) --------------------------
 WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 65536, minimum=64)
 # Outgoing bytes a client may leave unread before the worker cuts it off
-# (python -m realtime.serve); it resumes when it reconnects.
+# (realtime.wire for pushed events under daphne and uvicorn; realtime.serve for
+# every frame); it resumes when it reconnects.
 WS_MAX_BUFFER_BYTES = env_int("WS_MAX_BUFFER_BYTES", 4 * 1024 * 1024, minimum=1024)
 WS_AUTH_TIMEOUT_SECONDS = env_float("WS_AUTH_TIMEOUT_SECONDS", 5.0, minimum=0.01)
 WS_MAX_IDS_PER_FRAME = env_int("WS_MAX_IDS_PER_FRAME", 1000, minimum=1)
