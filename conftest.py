@@ -187,6 +187,24 @@ ARTIFACTS = settings.BASE_DIR / "test-artifacts"
 SCREENSHOTS = settings.BASE_DIR / "docs" / "screenshots"
 
 
+async def tcp_probe(port: int, request: bytes, *, seconds: float = 2.0) -> bytes | None:
+    """The first line a loopback server answers to `request`, or None if it does not (yet)."""
+    import asyncio
+
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), seconds)
+    except (OSError, TimeoutError):
+        return None
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.readline(), seconds)
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        writer.close()
+
+
 async def stop_process(process) -> None:
     """SIGTERM, then SIGKILL if it has not exited within 15 s."""
     import asyncio
@@ -256,21 +274,9 @@ class LiveServer:
             await asyncio.sleep(0.1)  # polling for readiness, not synchronising a test
 
     async def _healthy(self) -> bool:
-        import asyncio
-
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), 2)
-        except (OSError, TimeoutError):
-            return False
-        try:
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            await writer.drain()
-            status = await asyncio.wait_for(reader.readline(), 5)
-            return b" 200 " in status
-        except (OSError, TimeoutError):
-            return False
-        finally:
-            writer.close()
+        request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        status = await tcp_probe(self.port, request, seconds=5)
+        return status is not None and b" 200 " in status
 
     async def stop(self) -> None:
         import signal

@@ -170,15 +170,7 @@ class ChatConsumer(RealtimeConsumer):
     # --- channel-layer events ------------------------------------------------------------
     # Each has a synchronous quick_ form for the hub's common case (see RealtimeConsumer).
     def quick_push_message(self, event: dict[str, Any]) -> bool:
-        message_id = event["message"]["id"]
-        if message_id <= self.cursor:
-            return True  # already delivered by a replay or a gap fill
-        if (event.get("prev_id") or 0) > self.cursor or not self.write_shared(
-            event, _message_frame, "message"
-        ):
-            return False  # a gap to read from the database, or no fast path: push_message
-        self.cursor = message_id
-        return True
+        return self.write_next(event, event["message"]["id"], _message_frame, "message")
 
     async def push_message(self, event: dict[str, Any]) -> None:
         message = event["message"]

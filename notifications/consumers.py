@@ -89,16 +89,7 @@ class NotificationConsumer(RealtimeConsumer):
 
     # --- channel-layer events ------------------------------------------------------------
     def quick_push_notification(self, event: dict[str, Any]) -> bool:
-        """push_notification's common case, run by the hub without a coroutine."""
-        notification_id = event["notification"]["id"]
-        if notification_id <= self.cursor:
-            return True
-        if (event.get("prev_id") or 0) > self.cursor or not self.write_shared(
-            event, _notification_frame, "notification"
-        ):
-            return False
-        self.cursor = notification_id
-        return True
+        return self.write_next(event, event["notification"]["id"], _notification_frame, "notification")
 
     async def push_notification(self, event: dict[str, Any]) -> None:
         notification = event["notification"]

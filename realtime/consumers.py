@@ -80,6 +80,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     frames: ClassVar[Mapping[str, type[ClientFrame]]] = {}
     endpoint: ClassVar[str] = "socket"
+    # Endpoints whose items have ordered ids (rooms, inboxes): the highest id delivered.
+    cursor: int = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -301,6 +303,23 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             frame = event["_frame"] = wire.text_frame(encoded_once(event, build))
         write(frame)
         observe.frame_written_direct(self.endpoint, kind)  # metrics
+        return True
+
+    def write_next(
+        self, event: dict[str, Any], item_id: int, build: Callable[[dict], dict], kind: str
+    ) -> bool:
+        """The common case of a live push on an endpoint that keeps a `cursor` (room, inbox).
+
+        True when handled: `item_id` was already delivered, or it follows on
+        from the cursor and went out on the fast path. False for a gap to read
+        from the database (the event's `prev_id` is past the cursor) or no fast
+        path: the async `push_*` handler takes it.
+        """
+        if item_id <= self.cursor:
+            return True  # already delivered by a replay or a gap fill
+        if (event.get("prev_id") or 0) > self.cursor or not self.write_shared(event, build, kind):
+            return False
+        self.cursor = item_id
         return True
 
     async def send_shared(self, event: dict[str, Any], build: Callable[[dict], dict], kind: str) -> None:

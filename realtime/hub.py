@@ -214,9 +214,12 @@ class Hub:
                 logger.warning("hub: dropped a message without an envelope")
                 continue
             events.append(event)
-        if not events:
-            return
-        for count, subscriber in enumerate(tuple(self.members.get(messages[0].get("group"), ())), 1):
+        if events:
+            await self._deliver(messages[0].get("group"), events)
+
+    async def _deliver(self, group: str, events: list[dict[str, Any]]) -> None:
+        """Hand `events`, in order, to each local socket of `group`."""
+        for count, subscriber in enumerate(tuple(self.members.get(group, ())), 1):
             await self._deliver_all(subscriber, events)
             if count % _YIELD_EVERY == 0:
                 # Most deliveries finish without awaiting anything, so a big
@@ -258,9 +261,9 @@ class Hub:
         """Deliver a batch (see `batch_envelope`) to the local sockets of each of its groups.
 
         Most groups of a big batch have no socket on this worker: those cost
-        a dict lookup. The others go through `dispatch`, one event dict per
-        group, so each group's frame is encoded once however many of its
-        sockets are here, and per-group ordering is that of the receive loop.
+        a dict lookup. The others get one event dict per group, so each
+        group's frame is encoded once however many of its sockets are here,
+        and per-group ordering is that of the receive loop.
         """
         event = message.get("event")
         recipients = message.get("recipients")
@@ -278,7 +281,7 @@ class Hub:
                 # Skip it rather than let it end the receive loop.
                 logger.warning("hub: dropped a malformed batch entry")
                 continue
-            await self.dispatch(envelope(group, own))
+            await self._deliver(group, [own])
             local += 1
             if local % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # as in dispatch: one inbox each, but many of them

@@ -34,7 +34,7 @@ from django.conf import settings
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from chat.models import Message
-from conftest import subprocess_env
+from conftest import subprocess_env, tcp_probe
 from notifications.models import Notification
 from realtime.tests.servers import browser_socket, http_get, token_socket
 
@@ -88,17 +88,8 @@ class PrivateRedis:
         await poll(self._answers, seconds=10, what="private redis up")
 
     async def _answers(self) -> bool:
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        except OSError:
-            return False
-        try:
-            writer.write(b"PING\r\n")
-            return (await asyncio.wait_for(reader.readline(), 1)).startswith(b"+PONG")
-        except (OSError, TimeoutError):
-            return False
-        finally:
-            writer.close()
+        reply = await tcp_probe(self.port, b"PING\r\n", seconds=1)
+        return reply is not None and reply.startswith(b"+PONG")
 
     async def stop(self) -> None:
         process, self.process = self.process, None
