@@ -155,3 +155,64 @@ async def test_sockets_that_connect_together_to_a_fresh_worker_all_get_their_wel
     from django.db import connections
 
     await sync_to_async(connections.close_all)()  # the test's own thread, so the database can go
+
+
+class Recorder:
+    """A socket as the hub sees it, recording what it is handed and whether it was corked then.
+
+    Events marked `slow` take the async path (the hub must uncork before it awaits them).
+    """
+
+    def __init__(self) -> None:
+        self.log: list = []
+        self.corked = False
+
+    def hub_cork(self) -> None:
+        self.corked = True
+        self.log.append("cork")
+
+    def hub_uncork(self) -> None:
+        self.corked = False
+        self.log.append("uncork")
+
+    def hub_lost(self) -> None:
+        pass
+
+    def hub_deliver(self, event):
+        if not event.get("slow"):
+            self.log.append(("quick", event["n"], self.corked))
+            return None
+
+        async def slow():
+            self.log.append(("slow", event["n"], self.corked))
+
+        return slow()
+
+
+async def test_a_backlog_reaches_each_socket_in_arrival_order_one_write_per_run():
+    """A run of one group's events is corked into one write per socket, uncorked before any slow delivery."""
+    from realtime.hub import Hub, envelope
+
+    hub = Hub()
+    alice, bob = Recorder(), Recorder()
+    hub.members = {"room.1": {alice}, "user.1": {alice, bob}}
+    backlog = [
+        envelope("room.1", {"n": 1}),
+        envelope("room.1", {"n": 2, "slow": True}),
+        envelope("room.1", {"n": 3}),
+        envelope("user.1", {"n": 4}),
+        envelope("room.1", {"n": 5}),
+    ]
+    await hub._dispatch_round(backlog)
+    assert alice.log == [
+        "cork",
+        ("quick", 1, True),
+        "uncork",
+        ("slow", 2, False),
+        "cork",
+        ("quick", 3, True),
+        "uncork",
+        ("quick", 4, False),
+        ("quick", 5, False),
+    ]
+    assert bob.log == [("quick", 4, False)]
