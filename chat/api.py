@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, JsonResponse
 
-from chat import selectors, services
+from chat import presence, selectors, services
+from chat.models import Room
 from chat.serializers import message_dict, room_dict
 from realtime.http import ApiError, api, api_key_api, int_param, json_body, page_limit
+from realtime.protocol import room_group
+
+# Usernames are at most 150 characters (Django's user model).
+_MAX_USERNAME = 150
 
 
 @api("GET")
@@ -15,19 +21,36 @@ def rooms(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"results": [room_dict(r) for r in selectors.visible_rooms(user=request.user)]})
 
 
-@api("GET")
-def messages(request: HttpRequest, slug: str) -> JsonResponse:
+def _joinable_room(request: HttpRequest, slug: str) -> Room:
     room = selectors.room_by_slug(slug=slug)
     # A private room the user is not in answers exactly like a missing one,
     # so the API does not reveal which private rooms exist.
     if room is None or not selectors.can_join(room=room, user=request.user):
         raise ApiError(404, "not_found", "no such room")
+    return room
+
+
+@api("GET")
+def messages(request: HttpRequest, slug: str) -> JsonResponse:
+    room = _joinable_room(request, slug)
     rows, next_before = selectors.history_page(
         room=room, limit=page_limit(request), before=int_param(request, "before")
     )
     return JsonResponse(
         {"results": [message_dict(m, room_slug=room.slug) for m in rows], "next_before": next_before}
     )
+
+
+@api("GET")
+def online(request: HttpRequest, slug: str) -> JsonResponse:
+    """Who is online in the room, sorted by username, a page at a time (`after` the last one seen)."""
+    room = _joinable_room(request, slug)
+    after = request.GET.get("after") or None
+    if after is not None and (len(after) > _MAX_USERNAME or "\x00" in after):
+        raise ApiError(400, "invalid_message", {"after": "must be a username"})
+    limit = min(int_param(request, "limit", default=settings.PRESENCE_LIST_MAX), presence.PAGE_MAX)
+    page = presence.online_page(room_group(room.pk), after=after, limit=limit)
+    return JsonResponse({"results": page.results, "next_after": page.next_after, "online_count": page.count})
 
 
 @api_key_api("POST")

@@ -8,13 +8,13 @@ an earlier push is late or lost, and the socket reads the gap from the
 database in order. A `resume` replays from the database, skipping
 (live_from, cursor], which went out live.
 
-Presence (realtime.presence) is shared by every worker; this socket joins it
-after the room group, refreshes it on a heartbeat, and leaves it on close.
+Presence (chat.presence) is shared by every worker; this socket enters it
+after joining the room group and leaves it on close. Its worker refreshes it
+and sends it the room's batched `presence` frames.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -24,10 +24,10 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 
-from chat import ratelimit, selectors, services
+from chat import presence, ratelimit, selectors, services
 from chat.serializers import message_dict, room_dict
 from realtime.consumers import CloseSocket, RealtimeConsumer
-from realtime.presence import Change, get_presence
+from realtime.errors import UNAVAILABLE_ERRORS, log_unavailable
 from realtime.protocol import (
     CHAT_FRAMES,
     ChatPost,
@@ -60,7 +60,7 @@ def _typing_frame(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def _presence_frame(event: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "presence", "online": event["online"], event["change"]: event["user"]}
+    return event["frame"]  # made once per room and interval by the worker (chat.presence)
 
 
 class ChatConsumer(RealtimeConsumer):
@@ -69,8 +69,6 @@ class ChatConsumer(RealtimeConsumer):
 
     room = None
     present = False
-    presence_version = 0
-    _heartbeat: asyncio.Task | None = None
 
     async def authenticated(self) -> None:
         room = await room_by_slug(slug=self.scope["url_route"]["kwargs"]["slug"])
@@ -87,35 +85,29 @@ class ChatConsumer(RealtimeConsumer):
         await self.join(self.group)
         state = await room_state(room=room, history=settings.CHAT_HISTORY)
         self.live_from = self.cursor = state.last_id or 0
-        change = await get_presence().join(self.group, socket=self.socket_id, user=self.username)
-        self.present = True
-        self.presence_version = change.version
+        self.present = True  # from here on, leave on close (a leave of an absent entry is a no-op)
+        snapshot = await presence.enter(self.group, socket=self.socket_id, user=self.username)
         await self.send_frame(
             {
                 "type": "welcome",
                 "user": {"id": self.user.pk, "username": self.username},
                 "room": room_dict(room),
                 "messages": [message_dict(m, room_slug=room.slug) for m in state.messages],
-                "online": change.online,
+                "online": snapshot.online,
+                "online_count": snapshot.count,
                 "last_id": state.last_id,
             }
         )
-        # The welcome already told this socket; everyone else hears it now.
-        await self._announce(change, origin=self.socket_id)
-        self._heartbeat = asyncio.ensure_future(self._beat())
 
     async def left(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
         if not self.present:
             return
         self.present = False
         try:
-            change = await get_presence().leave(self.group, socket=self.socket_id, user=self.username)
-            await self._announce(change, origin=self.socket_id)
-        except Exception:
+            await presence.leave(self.group, socket=self.socket_id, user=self.username)
+        except UNAVAILABLE_ERRORS as exc:
             # The entry expires by itself (PRESENCE_TTL_SECONDS).
-            logger.warning("presence leave failed room=%s", self.room.pk, exc_info=True)
+            log_unavailable(logger, exc, "presence leave failed room=%s", self.room.pk)
 
     # --- client frames ---------------------------------------------------------------
     async def frame_message(self, frame: ChatPost) -> None:
@@ -195,19 +187,10 @@ class ChatConsumer(RealtimeConsumer):
             await self.send_shared(event, _typing_frame, "typing")
 
     def quick_push_presence(self, event: dict[str, Any]) -> bool:
-        if event.get("origin") == self.socket_id or event["version"] < self.presence_version:
-            return True  # its own news, or older than what this socket already showed
-        if not self.write_shared(event, _presence_frame, "presence"):
-            return False
-        self.presence_version = event["version"]
-        return True
+        return self.write_shared(event, _presence_frame, "presence")
 
     async def push_presence(self, event: dict[str, Any]) -> None:
-        if event.get("origin") == self.socket_id or event["version"] < self.presence_version:
-            return
-        self.presence_version = event["version"]
-        # The same text for every socket of the room on this worker: a join
-        # in a big room reaches every member.
+        # The same text for every socket of the room on this worker.
         await self.send_shared(event, _presence_frame, "presence")
 
     # --- helpers ------------------------------------------------------------------------
@@ -233,32 +216,3 @@ class ChatConsumer(RealtimeConsumer):
             return  # went out live while this replay was reading
         self.cursor = max(self.cursor, row.id)
         await self.send_frame({"type": "message", "message": message_dict(row, room_slug=self.room.slug)})
-
-    async def _announce(self, change: Change, *, origin: str | None) -> None:
-        """Tell the room about users who came online or went offline."""
-        events = [("joined", user) for user in change.joined] + [("left", user) for user in change.left]
-        for kind, user in events:
-            await publish(
-                self.group,
-                {
-                    "type": Event.PRESENCE,
-                    "online": change.online,
-                    "change": kind,
-                    "user": user,
-                    "origin": origin,
-                    "version": change.version,
-                },
-            )
-
-    async def _beat(self) -> None:
-        """Refresh this socket's presence entry until the socket closes."""
-        while True:
-            await asyncio.sleep(settings.PRESENCE_HEARTBEAT_SECONDS)
-            try:
-                change = await get_presence().heartbeat(self.group, socket=self.socket_id, user=self.username)
-                # No origin: this socket also needs to hear about expired users.
-                await self._announce(change, origin=None)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.warning("presence heartbeat failed room=%s", self.room.pk, exc_info=True)

@@ -226,14 +226,23 @@ CHAT_ABUSE_WINDOW_SECONDS = env_float("CHAT_ABUSE_WINDOW_SECONDS", 10.0, minimum
 CHAT_TYPING_INTERVAL_SECONDS = env_float("CHAT_TYPING_INTERVAL_SECONDS", 1.0, minimum=0.0)
 CHAT_RATE_KEY_PREFIX = env_str("CHAT_RATE_KEY_PREFIX", "chat-rate")
 
-# --- Presence (see realtime/presence.py) ---------------------------------------------
+# --- Presence (see chat/presence.py) ---------------------------------------------------
 PRESENCE_BACKEND = env_str(
     "PRESENCE_BACKEND",
-    "realtime.presence.RedisPresence" if REDIS_URL else "realtime.presence.MemoryPresence",
+    "chat.presence.RedisPresence" if REDIS_URL else "chat.presence.MemoryPresence",
 )
 PRESENCE_KEY_PREFIX = env_str("PRESENCE_KEY_PREFIX", "presence")
 PRESENCE_TTL_SECONDS = env_float("PRESENCE_TTL_SECONDS", 60.0, minimum=0.01)
 PRESENCE_HEARTBEAT_SECONDS = env_float("PRESENCE_HEARTBEAT_SECONDS", 15.0, minimum=0.01)
+# A worker's entries live TTL - HEARTBEAT after each refresh and are swept within
+# one more heartbeat, so a dead worker's users leave within the TTL; that needs
+# at least two heartbeats inside it.
+if PRESENCE_TTL_SECONDS < 2 * PRESENCE_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured("PRESENCE_TTL_SECONDS must be at least twice PRESENCE_HEARTBEAT_SECONDS")
+# At most one presence frame per room per socket in this interval (contract v2).
+PRESENCE_FLUSH_MS = env_int("PRESENCE_FLUSH_MS", 500, minimum=1)
+# Names in the chat welcome and in one presence frame; more changes send only the count.
+PRESENCE_LIST_MAX = env_int("PRESENCE_LIST_MAX", 100, minimum=1)
 
 # --- Internationalisation, static files -----------------------------------------
 LANGUAGE_CODE = "en-us"

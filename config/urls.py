@@ -22,6 +22,7 @@ urlpatterns = [
     path("api/publish/chat/<str:slug>/", chat_api.publish_message),
     path("api/chat/rooms/", chat_api.rooms),
     path("api/chat/rooms/<str:slug>/messages/", chat_api.messages),
+    path("api/chat/rooms/<str:slug>/online/", chat_api.online),
     path("healthz", realtime_views.healthz),
     path("readyz", realtime_views.readyz),
     path("metrics", realtime_metrics.metrics_view),

@@ -7,6 +7,11 @@ with one channel; the hub joins a group when its first local socket does and
 leaves it with the last. A broadcast reaches each worker once; the hub encodes
 the client frame once and hands it to each local subscriber in turn.
 
+Some events are for the worker rather than for each socket (presence changes,
+which a worker batches before its sockets see them): a handler registered with
+`observe(event_type, handler)` gets each such event once, with its group, and
+can later hand local sockets an event of its own with `deliver_local`.
+
 Subscribers implement `hub_deliver(event)`, which returns an awaitable (or
 None when the event was queued) and must not block on I/O other than the
 send itself. Events travel in an envelope made by `envelope()`, which names
@@ -111,6 +116,21 @@ class Hub:
         self.echo = LayerEcho(self.layer)
         # Layers that can hand over a backlog at once (realtime.redis_layer); others give one at a time.
         self._receive_ready = getattr(self.layer, "receive_ready", None)
+        # Event types handled once per worker instead of once per socket (see observe).
+        self._observers: dict[str, Callable[[str, dict[str, Any]], None]] = {}
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def observe(self, event_type: str, handler: Callable[[str, dict[str, Any]], None]) -> None:
+        """Hand events of `event_type` to `handler(group, event)` once, not to each socket."""
+        self._observers[event_type] = handler
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Await `closer()` when the hub closes (what was built on it stops with it)."""
+        self._closers.append(closer)
+
+    async def deliver_local(self, group: str, event: dict[str, Any]) -> None:
+        """Hand an event made on this worker to the group's local sockets."""
+        await self._deliver(group, [event])
 
     async def _start(self) -> None:
         # Sockets that connect together all wait for the one channel: none
@@ -207,15 +227,23 @@ class Hub:
 
     async def _dispatch_run(self, messages: list[dict[str, Any]]) -> None:
         """Deliver the events of `messages`, all for one group, to its local sockets."""
+        group = messages[0].get("group")
         events = []
         for message in messages:
             event = message.get("event")
             if message.get("type") != HUB_EVENT or not isinstance(event, dict):
                 logger.warning("hub: dropped a message without an envelope")
                 continue
-            events.append(event)
+            observer = self._observers.get(event.get("type"))
+            if observer is None:
+                events.append(event)
+                continue
+            try:
+                observer(group, event)
+            except Exception:
+                logger.exception("hub: an observer failed on %s", event.get("type"))
         if events:
-            await self._deliver(messages[0].get("group"), events)
+            await self._deliver(group, events)
 
     async def _deliver(self, group: str, events: list[dict[str, Any]]) -> None:
         """Hand `events`, in order, to each local socket of `group`."""
@@ -345,6 +373,9 @@ class Hub:
 
     async def close(self) -> None:
         """Stop receiving (tests close the hub before their event loop ends)."""
+        for closer in self._closers:
+            await closer()
+        self._closers = []
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -52,7 +52,11 @@ class Event(StrEnum):
     MESSAGE = "push.message"
     MESSAGE_DELETED = "push.message_deleted"
     TYPING = "push.typing"
+    # A worker's batched presence frame for its local sockets of a room (never
+    # sent through the channel layer), and the changes it is made from, which
+    # each worker takes once (chat.presence).
     PRESENCE = "push.presence"
+    PRESENCE_CHANGES = "presence.changes"
     DISCONNECT = "push.disconnect"
 
 

@@ -157,3 +157,8 @@ async def asend(messages: Sequence[Outgoing]) -> None:
 async def publish(group: str, event: dict[str, Any]) -> None:
     """Send an event that belongs to no transaction (typing, presence) right away."""
     await get_channel_layer().group_send(group, envelope(group, event))
+
+
+def publish_now(group: str, event: dict[str, Any]) -> bool:
+    """`publish` from sync code (an HTTP view); True when it reached the channel layer."""
+    return _send([(group, envelope(group, event))])

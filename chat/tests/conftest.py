@@ -8,7 +8,7 @@ import pytest
 from channels.layers import channel_layers
 
 from chat import services
-from realtime.presence import get_presence
+from chat.presence import get_store
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +24,7 @@ async def own_redis_keys(settings):
     settings.PRESENCE_KEY_PREFIX = f"test-presence-{tag}"
     settings.CHAT_RATE_KEY_PREFIX = f"test-rate-{tag}"
     yield
-    presence = get_presence()
+    presence = get_store()
     if hasattr(presence, "aclose"):
         await presence.aclose()
 

@@ -21,10 +21,14 @@ async def enter(socket_for, user, slug="lobby"):
     return socket, await receive_type(socket, "welcome")
 
 
+def presence_frame(*, joined=(), left=(), count: int) -> dict:
+    return {"type": "presence", "joined": list(joined), "left": list(left), "online_count": count}
+
+
 async def assert_quiet(socket):
-    """The socket's next frame answers a ping: nothing else was waiting before it."""
+    """The socket's next frame, presence aside, answers a ping: nothing else was waiting before it."""
     await socket.send_json_to({"type": "ping"})
-    assert await socket.receive_json_from() == {"type": "pong"}
+    assert await receive_type(socket, "pong") == {"type": "pong"}
 
 
 async def test_two_users_chat_and_another_room_hears_nothing(
@@ -34,7 +38,6 @@ async def test_two_users_chat_and_another_room_hears_nothing(
     alices, _ = await enter(socket_for, alice)
     bobs, _ = await enter(socket_for, bob)
     carols, _ = await enter(socket_for, carol, "other")
-    assert (await receive_type(alices, "presence"))["joined"] == "bob"
     await alices.send_json_to({"type": "message", "body": "  hi bob  ", "client_id": "a-1"})
     frames = [await receive_type(s, "message") for s in (alices, bobs)]
     assert frames[0] == frames[1]
@@ -61,7 +64,7 @@ async def test_welcome_carries_user_room_history_and_online(socket_for, alice, l
     assert welcome["user"] == {"id": alice.id, "username": "alice"}
     assert welcome["room"] == {"slug": "lobby", "title": "Lobby", "private": False}
     assert [m["id"] for m in welcome["messages"]] == [sent.id]
-    assert welcome["online"] == ["alice"]
+    assert (welcome["online"], welcome["online_count"]) == (["alice"], 1)
     assert welcome["last_id"] == sent.id
 
 
@@ -184,7 +187,6 @@ async def test_duplicate_client_id_stores_one_row_and_answers_only_the_sender(so
     """Re-sending a client_id stores nothing; the sender alone gets the original back."""
     bobs, _ = await enter(socket_for, bob)
     alices, _ = await enter(socket_for, alice)
-    await receive_type(bobs, "presence")
     await alices.send_json_to({"type": "message", "body": "once", "client_id": "same"})
     original = (await receive_type(alices, "message"))["message"]
     assert (await receive_type(bobs, "message"))["message"] == original
@@ -202,7 +204,6 @@ async def test_typing_goes_to_the_others_and_is_not_stored(socket_for, alice, bo
     """A typing frame reaches the other sockets, not the sender's, and stores nothing."""
     bobs, _ = await enter(socket_for, bob)
     alices, _ = await enter(socket_for, alice)
-    await receive_type(bobs, "presence")
     await alices.send_json_to({"type": "typing"})
     assert await receive_type(bobs, "typing") == {"type": "typing", "user": "alice"}
     await assert_quiet(alices)
@@ -212,24 +213,19 @@ async def test_typing_goes_to_the_others_and_is_not_stored(socket_for, alice, bo
 async def test_two_tabs_of_one_user_give_one_joined_and_one_left(socket_for, alice, bob, lobby):
     """Presence counts a user once: joined on the first tab in, left on the last tab out."""
     bobs, welcome = await enter(socket_for, bob)
-    assert welcome["online"] == ["bob"]
+    assert (welcome["online"], welcome["online_count"]) == (["bob"], 1)
+    # Bob's own arrival is news for the room too, his socket included.
+    assert await receive_type(bobs, "presence") == presence_frame(joined=["bob"], count=1)
     tab1, welcome = await enter(socket_for, alice)
-    assert welcome["online"] == ["alice", "bob"]
-    assert await receive_type(bobs, "presence") == {
-        "type": "presence",
-        "online": ["alice", "bob"],
-        "joined": "alice",
-    }
+    assert (welcome["online"], welcome["online_count"]) == (["alice", "bob"], 2)
+    assert await receive_type(bobs, "presence") == presence_frame(joined=["alice"], count=2)
     tab2, welcome = await enter(socket_for, alice)
-    assert welcome["online"] == ["alice", "bob"]
-    # Bob's next frame is this message: the second tab announced nothing.
-    await tab2.send_json_to({"type": "message", "body": "from tab 2", "client_id": "t2"})
-    assert (await receive_type(bobs, "message"))["message"]["body"] == "from tab 2"
+    assert (welcome["online"], welcome["online_count"]) == (["alice", "bob"], 2)
     await tab1.disconnect()
-    await tab2.send_json_to({"type": "message", "body": "tab 1 closed", "client_id": "t2b"})
-    assert (await receive_type(bobs, "message"))["message"]["body"] == "tab 1 closed"
+    # Bob's next presence frame is the last tab's leave: the second tab and the
+    # first tab's close announced nothing.
     await tab2.disconnect()
-    assert await receive_type(bobs, "presence") == {"type": "presence", "online": ["bob"], "left": "alice"}
+    assert await receive_type(bobs, "presence") == presence_frame(left=["alice"], count=1)
     await assert_quiet(bobs)
 
 
@@ -239,7 +235,6 @@ async def test_rate_limit_stores_nothing_and_others_see_nothing(socket_for, alic
     settings.CHAT_RATE_PER_SECOND = 0.001  # no refill during the test
     bobs, _ = await enter(socket_for, bob)
     alices, _ = await enter(socket_for, alice)
-    await receive_type(bobs, "presence")
     for i in range(4):
         await alices.send_json_to({"type": "message", "body": f"m{i}", "client_id": f"c{i}", "ref": f"r{i}"})
     # The error is a direct answer; the messages come back through the layer, in any order with it.
@@ -355,7 +350,6 @@ async def test_bad_frame_gets_its_code_and_reaches_nobody(socket_for, alice, bob
     """Each bad frame gets the contract's code, stores nothing, reaches nobody; both sockets keep working."""
     control, _ = await enter(socket_for, bob)
     socket, _ = await enter(socket_for, alice)
-    await receive_type(control, "presence")
     await socket.send_input({"type": "websocket.receive", **frame})
     error = await receive_type(socket, "error")
     assert error["code"] == code, error

@@ -24,11 +24,11 @@ from channels.layers import channel_layers
 
 from chat import services as chat_services
 from chat.models import Message
+from chat.presence import get_store
 from conftest import closed_with, http, make_token, receive_type
 from notifications import services as notification_services
 from notifications.models import Notification
 from realtime import apikeys
-from realtime.presence import get_presence
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -343,7 +343,7 @@ async def own_keys(settings):
     settings.PRESENCE_KEY_PREFIX = f"test-presence-{tag}"
     settings.CHAT_RATE_KEY_PREFIX = f"test-rate-{tag}"
     yield
-    presence = get_presence()
+    presence = get_store()
     if hasattr(presence, "aclose"):
         await presence.aclose()
 
