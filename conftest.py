@@ -333,9 +333,13 @@ def server_env(tag: str) -> dict[str, str]:
 
 @pytest.fixture
 async def live_server_asgi(transactional_db, request):
-    """A daphne subprocess on a free loopback port, stopped at teardown."""
+    """A daphne subprocess on a free loopback port, stopped at teardown.
+
+    Settings of its own come as an indirect parameter: a dict of environment variables.
+    """
     tag = uuid.uuid4().hex[:10]
-    server = LiveServer(server_env(tag), log_name=request.node.name.replace("/", "_")[:80])
+    env = {**server_env(tag), **getattr(request, "param", {})}
+    server = LiveServer(env, log_name=request.node.name.replace("/", "_")[:80])
     await server.start()
     yield server
     await server.stop()

@@ -19,5 +19,6 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
         "slug": slug,
         "username": request.user.get_username(),
         "maxBody": settings.CHAT_MAX_BODY,
+        "presenceListMax": settings.PRESENCE_LIST_MAX,
     }
     return render(request, "chat/room.html", {"slug": slug, "config": config})

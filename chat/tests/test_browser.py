@@ -6,13 +6,15 @@ starts its sockets itself; the tests only type, click and wait for what a user s
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
 from channels.db import database_sync_to_async
+from django.conf import settings
 from playwright.async_api import expect
 
-from conftest import save_screenshot
+from conftest import ORIGIN, save_screenshot
 
 try:
     from chat import services
@@ -220,3 +222,103 @@ async def test_unknown_room_and_private_room_stop_with_a_message(browser_as, roo
     page = await tab.page("/chat/secret/")
     await expect(page.locator("#room-error")).to_have_text("This room is private, and you are not a member.")
     await expect(page.locator("#conn-state")).to_have_attribute("data-state", "offline")
+
+
+@database_sync_to_async
+def crowd_cookies(count: int) -> list[str]:
+    """`count` new users (crowd000, crowd001, ...) and a session cookie for each, in two queries."""
+    from importlib import import_module
+
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.contrib.auth.hashers import make_password
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+    from django.utils.crypto import get_random_string
+
+    password = make_password(None)  # unusable: these users never log in by form
+    User = get_user_model()
+    users = User.objects.bulk_create(User(username=f"crowd{i:03d}", password=password) for i in range(count))
+    store = import_module(settings.SESSION_ENGINE).SessionStore()
+    expires = timezone.now() + timezone.timedelta(seconds=settings.SESSION_COOKIE_AGE)
+    sessions = [
+        Session(
+            session_key=get_random_string(32),
+            session_data=store.encode(
+                {
+                    SESSION_KEY: str(user.pk),
+                    BACKEND_SESSION_KEY: settings.AUTHENTICATION_BACKENDS[0],
+                    HASH_SESSION_KEY: user.get_session_auth_hash(),
+                }
+            ),
+            expire_date=expires,
+        )
+        for user in users
+    ]
+    return [session.session_key for session in Session.objects.bulk_create(sessions)]
+
+
+async def join_crowd(server, cookies: list[str], slug: str = "lobby") -> list:
+    """A socket per cookie in the room, 25 handshakes at a time, each open once welcomed."""
+    import json
+
+    from websockets.asyncio.client import connect
+
+    gate = asyncio.Semaphore(25)
+
+    async def one(cookie: str):
+        async with gate:
+            socket = await connect(
+                f"ws://127.0.0.1:{server.port}/ws/chat/{slug}/",
+                origin=ORIGIN,
+                additional_headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={cookie}"},
+                open_timeout=20,
+                # Nobody reads these sockets after the welcome: keep every frame, and
+                # no keepalive pings, whose pongs would wait behind unread frames.
+                max_queue=None,
+                ping_interval=None,
+            )
+            while json.loads(await asyncio.wait_for(socket.recv(), 20))["type"] != "welcome":
+                pass
+            return socket
+
+    return await asyncio.gather(*(one(cookie) for cookie in cookies))
+
+
+@pytest.mark.parametrize("live_server_asgi", [{"PRESENCE_LIST_MAX": "20"}], indirect=True)
+async def test_a_room_where_hundreds_join_shows_the_count_and_pages_the_names(
+    browser_as, live_server_asgi, room, alice, bob
+):
+    """300 join: pages show the count and read names a page at a time; when most leave, the list is exact."""
+    crowd = await crowd_cookies(300)
+    crowd_names = [f"crowd{i:03d}" for i in range(300)]
+    alice_page = await open_room(await browser_as(alice))
+    await expect(alice_page.locator("#online li")).to_have_text(["alice"])
+    sockets = await join_crowd(live_server_asgi, crowd)
+    await expect(alice_page.locator("#online-count")).to_have_text("(301)")
+
+    # A page opened now gets the first PRESENCE_LIST_MAX (20) names and the count.
+    bob_page = await open_room(await browser_as(bob))
+    await expect(bob_page.locator("#online-count")).to_have_text("(302)")
+    await expect(bob_page.locator("#online li")).to_have_text(["alice", "bob", *crowd_names[:18]])
+    await expect(bob_page.locator("#online-more")).to_have_text("Show more")
+    await expect(alice_page.locator("#online-count")).to_have_text("(302)")
+
+    # Names past the first page are read over HTTP on demand, 20 at a time.
+    more = alice_page.locator("#online-more")
+    shown = alice_page.locator("#online li")
+    everyone = ["alice", "bob", *crowd_names]
+    while await more.is_visible():
+        before = await shown.count()
+        await more.click()
+        await expect(shown).to_have_count(min(before + 20, len(everyone)))
+    await expect(shown).to_have_text(everyone)
+
+    # Most of them leave: the frames are truncated, the count is exact, and a list
+    # small enough to show whole is read again.
+    await asyncio.gather(*(socket.close() for socket in sockets[:295]))
+    remaining = ["alice", "bob", *crowd_names[295:]]
+    for page in (alice_page, bob_page):
+        await expect(page.locator("#online-count")).to_have_text("(7)")
+        await expect(page.locator("#online li")).to_have_text(remaining)
+        await expect(page.locator("#online-more")).to_be_hidden()
+    await asyncio.gather(*(socket.close() for socket in sockets[295:]))

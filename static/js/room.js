@@ -169,19 +169,121 @@
   });
   olderButton.addEventListener("click", loadOlder);
 
-  // --- presence and typing -------------------------------------------------------------
-  function showOnline(users) {
+  // --- presence -----------------------------------------------------------------------
+  // The welcome lists the first `presenceListMax` names online, sorted, and the count;
+  // each `presence` frame carries the net `joined` and `left` since the previous one,
+  // or, `truncated`, only the count. `names` is always a sorted prefix of everyone
+  // online (all of them when `complete`); further names are read over HTTP on demand.
+  const onlineMore = document.getElementById("online-more");
+  // Frames that arrive while a page is on its way are applied after it, so a page
+  // read before a change cannot undo it.
+  // `generation` counts welcomes: a page asked for before a reconnect is not used after it.
+  const presence = { names: [], count: 0, complete: true, loading: false, queued: [], generation: 0 };
+  const PAGE = config.presenceListMax;
+  let refreshTimer = null;
+
+  // Code point order, the server's (Redis sorts names as UTF-8 bytes).
+  function byName(a, b) {
+    for (let i = 0; i < a.length && i < b.length; i++) {
+      const d = a.codePointAt(i) - b.codePointAt(i);
+      if (d) return d;
+    }
+    return a.length - b.length;
+  }
+
+  function position(name) {
+    let lo = 0;
+    let hi = presence.names.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (byName(presence.names[mid], name) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  function renderOnline() {
     onlineEl.replaceChildren(
-      ...users.map((u) => {
+      ...presence.names.map((u) => {
         const li = document.createElement("li");
         li.textContent = u;
         if (u === config.username) li.classList.add("me");
         return li;
       })
     );
-    onlineCount.textContent = "(" + users.length + ")";
+    onlineCount.textContent = "(" + presence.count + ")";
+    onlineMore.hidden = presence.complete;
+    onlineMore.disabled = presence.loading;
+    onlineMore.textContent = presence.names.length ? "Show more" : "Show who is online";
   }
 
+  function applyPresence(frame) {
+    if (presence.loading) {
+      presence.queued.push(frame);
+      return;
+    }
+    presence.count = frame.online_count;
+    if (frame.truncated) {
+      // Too many changes to name: what is shown may be wrong. Show the count; a room
+      // small enough to list whole is read again once the burst is over.
+      presence.names = [];
+      presence.complete = false;
+      if (presence.count <= PAGE) refreshLater();
+    } else {
+      const last = presence.names[presence.names.length - 1];
+      frame.left.forEach((u) => {
+        const i = position(u);
+        if (presence.names[i] === u) presence.names.splice(i, 1);
+      });
+      frame.joined.forEach((u) => {
+        // Beyond the names loaded so far, a name belongs to a page not read yet.
+        if (!presence.complete && (last === undefined || byName(u, last) > 0)) return;
+        const i = position(u);
+        if (presence.names[i] !== u) presence.names.splice(i, 0, u);
+      });
+      if (presence.complete && presence.names.length !== presence.count) refreshLater();
+    }
+    renderOnline();
+  }
+
+  function refreshLater() {
+    // Every member gets the same truncated frame: wait until the frames stop, then
+    // spread the members' reads over a few seconds.
+    clearTimeout(refreshTimer);
+    refreshTimer = setTimeout(() => loadOnline(true), 2000 + Math.random() * 3000);
+  }
+
+  async function loadOnline(fromStart) {
+    if (presence.loading) return;
+    presence.loading = true;
+    const generation = presence.generation;
+    renderOnline();
+    try {
+      const after = fromStart ? null : presence.names[presence.names.length - 1];
+      let url = "/api/chat/rooms/" + encodeURIComponent(config.slug) + "/online/?limit=" + PAGE;
+      if (after !== undefined && after !== null) url += "&after=" + encodeURIComponent(after);
+      const r = await fetch(url, { credentials: "same-origin" });
+      if (!r.ok) return;
+      const page = await r.json();
+      if (generation !== presence.generation) return;
+      if (fromStart) presence.names = [];
+      page.results.forEach((u) => {
+        const i = position(u);
+        if (presence.names[i] !== u) presence.names.splice(i, 0, u);
+      });
+      presence.count = page.online_count;
+      presence.complete = page.next_after === null;
+    } finally {
+      presence.loading = false;
+      const queued = presence.queued.splice(0);
+      queued.forEach(applyPresence);
+      renderOnline();
+    }
+  }
+
+  onlineMore.addEventListener("click", () => loadOnline(false));
+
+  // --- typing --------------------------------------------------------------------------
   const typers = new Map(); // username -> timeout
   function renderTyping() {
     const names = Array.from(typers.keys());
@@ -237,7 +339,13 @@
     addLive(w.messages);
     if (first) scrollToBottom();
     if (nextBefore === undefined && w.messages.length === 0) nextBefore = null;
-    showOnline(w.online || []);
+    clearTimeout(refreshTimer);
+    presence.queued = [];
+    presence.generation += 1;
+    presence.names = (w.online || []).slice();
+    presence.count = w.online_count === undefined ? presence.names.length : w.online_count;
+    presence.complete = presence.names.length >= presence.count;
+    renderOnline();
     updateHistoryControls();
   });
 
@@ -248,7 +356,7 @@
     updateHistoryControls();
   });
   socket.addEventListener("message_deleted", (e) => removeMessage(e.detail.id));
-  socket.addEventListener("presence", (e) => showOnline(e.detail.online));
+  socket.addEventListener("presence", (e) => applyPresence(e.detail));
   socket.addEventListener("typing", (e) => {
     if (e.detail.user !== config.username) someoneTyping(e.detail.user);
   });
