@@ -108,6 +108,44 @@ async def test_pages_of_the_online_list_follow_the_names(store):
     assert store.page("room.1", after="erin", limit=2).names == []
 
 
+async def command_calls(client) -> int:
+    """Commands this Redis ran since the last CONFIG RESETSTAT, scripts' own commands included."""
+    stats = await client.info("commandstats")
+    return sum(entry["calls"] for name, entry in stats.items() if name != "cmdstat_config")
+
+
+@pytest.mark.redis
+async def test_a_join_leave_second_tab_and_heartbeat_cost_the_same_in_a_room_of_10_and_of_2000(settings):
+    """Redis commands per presence operation, counted on a private Redis, do not grow with the room."""
+    from realtime.tests.faults import PrivateRedis
+
+    redis = PrivateRedis()
+    await redis.start()
+    try:
+        settings.REDIS_URL = redis.url
+        store = RedisPresence()
+        client = store._script().registered_client
+        costs = {}
+        for size in (10, 2000):
+            room = f"room.{size}"
+            await store.refresh(room, entries=[member(f"s{i}", f"user{i}") for i in range(size)])
+            steps = {
+                "join": store.join(room, entry=member("a1", "alice"), first=100),
+                "second tab": store.join(room, entry=member("a2", "alice"), first=100),
+                "heartbeat": store.refresh(room, entries=[member("a1", "alice"), member("a2", "alice")]),
+                "leave": store.leave(room, entry=member("a2", "alice")),
+                "last leave": store.leave(room, entry=member("a1", "alice")),
+            }
+            for step, operation in steps.items():
+                await client.config_resetstat()
+                outcome = await operation
+                costs[size, step] = (await command_calls(client), len(outcome.names) <= 100)
+        assert {step: costs[10, step] for step in steps} == {step: costs[2000, step] for step in steps}
+        await client.aclose()
+    finally:
+        await redis.stop()
+
+
 # --- one worker's batching -----------------------------------------------------------------
 def test_a_join_and_a_leave_inside_one_interval_make_no_frame():
     """A user who came and went between two frames is in neither list, and nothing is sent."""
