@@ -7,6 +7,7 @@ points them at PostgreSQL and Redis; there, a test marked `redis` or
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 
@@ -125,7 +126,7 @@ async def socket_for():
     for communicator in opened:
         try:
             await communicator.disconnect()
-        except Exception:  # noqa: S110 - already closed by the server or the test
+        except (Exception, asyncio.CancelledError):  # noqa: S110 - already closed or cancelled by the test
             pass
 
 
