@@ -362,7 +362,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def close_with(self, code: CloseCode, reason: str = "") -> None:
         if not self.closed:
             self.closed = True
-            await self.close(code=int(code), reason=reason or None)
+            # A plain str, as ASGI says: reasons are often CloseReason members,
+            # and autobahn (realtime.serve) refuses any str subclass.
+            await self.close(code=int(code), reason=str(reason) or None)
 
     # --- channel-layer events every endpoint handles ---------------------------------
     async def push_disconnect(self, event: dict[str, Any]) -> None:

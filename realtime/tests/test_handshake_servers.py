@@ -1,7 +1,8 @@
 """The handshake under every server the project runs under (realtime.tests.servers.SERVERS).
 
 One process per server, started together and shared by the module's tests:
-clients that drop right after the 101, malformed Origin headers.
+clients that drop right after the 101, malformed Origin headers, a refused
+bearer token.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import uuid
 import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from chat import services as chat_services
 from conftest import ORIGIN, server_env, session_cookie
@@ -155,3 +158,17 @@ async def test_a_malformed_origin_is_refused_by_bare_host_patterns_too(socket_fo
         if connected:
             accepted.append(origin)
     assert accepted == []
+
+
+@pytest.mark.parametrize("server", list(SERVERS))
+async def test_a_refused_bearer_token_is_closed_with_4401_and_its_reason(server, servers):
+    """A handshake whose bearer token is refused is closed with 4401 `invalid_token`."""
+    worker = servers[server]
+    headers = {"Authorization": "Bearer not.a.token"}
+    with pytest.raises(ConnectionClosed) as closed:
+        async with connect(f"{worker.ws}/ws/notifications/", additional_headers=headers) as socket:
+            await asyncio.wait_for(socket.recv(), 10)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4401
+    if server != "daphne":  # plain daphne drops every close reason (daphne#374; issue 13, item 1)
+        assert closed.value.rcvd.reason == "invalid_token"
