@@ -26,15 +26,15 @@ from realtime.tokens import issue_token
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def rotated_server(tmp_path):
-    """`python -m realtime.serve` with a new secret key and the old one as its fallback."""
+@pytest.fixture(scope="module")
+def rotated_server(django_db_setup, tmp_path_factory):
+    """`python -m realtime.serve` with a new secret key and the old one as its fallback; one per module."""
     env = server_env(uuid.uuid4().hex[:10]) | {
         "DJANGO_SECRET_KEY": f"rotated-{secrets.token_urlsafe(40)}",
         "DJANGO_SECRET_KEY_FALLBACKS": settings.SECRET_KEY,
         "WS_AUTH_TIMEOUT_SECONDS": "1",  # a refused cookie shows as a 4401 close soon
     }
-    server = ServerProcess("realtime.serve", env, tmp_path / "server.log")
+    server = ServerProcess("realtime.serve", env, tmp_path_factory.mktemp("rotation") / "server.log")
     try:
         server.wait_ready()
         yield server
