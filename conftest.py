@@ -7,6 +7,7 @@ points them at PostgreSQL and Redis; there, a test marked `redis` or
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 
@@ -30,10 +31,17 @@ def pytest_configure(config):
     # Socket handlers reach the database from a thread pool; persistent
     # connections there would outlive the test database.
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
-    # A prefix of its own per run: parallel runs on one Redis never hear each other.
+    # Names of this run's own in a shared Redis: parallel runs, and a `make run`
+    # on the same Redis, never hear each other or touch each other's keys.
+    run = f"test-{uuid.uuid4().hex[:8]}"
     layer = settings.CHANNEL_LAYERS["default"]
     if "redis" in layer["BACKEND"]:
-        layer["CONFIG"]["prefix"] = f"test-{uuid.uuid4().hex[:8]}"
+        layer["CONFIG"]["prefix"] = run
+        # Each layer connection names itself (CLIENT SETNAME), so a test that
+        # cuts them, as a Redis restart would, finds its own and no one else's.
+        layer["CONFIG"]["hosts"] = [{**host, "client_name": run} for host in layer["CONFIG"]["hosts"]]
+    settings.PRESENCE_KEY_PREFIX = f"{run}-presence"
+    settings.CHAT_RATE_KEY_PREFIX = f"{run}-rate"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -118,7 +126,7 @@ async def socket_for():
     for communicator in opened:
         try:
             await communicator.disconnect()
-        except Exception:  # noqa: S110 - already closed by the server or the test
+        except (Exception, asyncio.CancelledError):  # noqa: S110 - already closed or cancelled by the test
             pass
 
 
@@ -151,6 +159,8 @@ def subprocess_env() -> dict[str, str]:
     layer = settings.CHANNEL_LAYERS["default"]
     if "redis" in layer["BACKEND"]:
         env["CHANNEL_LAYER_PREFIX"] = layer["CONFIG"]["prefix"]
+    env["PRESENCE_KEY_PREFIX"] = settings.PRESENCE_KEY_PREFIX
+    env["CHAT_RATE_KEY_PREFIX"] = settings.CHAT_RATE_KEY_PREFIX
     env.setdefault("DJANGO_SECRET_KEY", settings.SECRET_KEY)
     return env
 

@@ -23,6 +23,10 @@ if not SECRET_KEY:
             "(set DJANGO_DEBUG=true for local development)."
         )
     SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"  # noqa: S105
+# Rotation: the previous keys, newest first. Sessions, signed data, API-key
+# hashes and (with the default JWT_SIGNING_KEY) access tokens made under them
+# still verify; Django re-signs a session under SECRET_KEY on its next request.
+SECRET_KEY_FALLBACKS = env_list("DJANGO_SECRET_KEY_FALLBACKS", [])
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
 
@@ -186,15 +190,22 @@ CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 JWT_LIFETIME_SECONDS = env_int("JWT_LIFETIME_SECONDS", 900, minimum=1)
 JWT_ISSUER = env_str("JWT_ISSUER", "relay")
 JWT_AUDIENCE = env_str("JWT_AUDIENCE", "relay")
+
+
+def _jwt_key(secret: str) -> str:
+    return hmac.new(secret.encode(), b"relay.jwt-signing-key", hashlib.sha256).hexdigest()
+
+
 # Its own key, so tokens can be rotated without touching sessions; by default
 # derived from SECRET_KEY (never SECRET_KEY itself, which also signs cookies).
-JWT_SIGNING_KEY = (
-    env_str("JWT_SIGNING_KEY")
-    or hmac.new(SECRET_KEY.encode(), b"relay.jwt-signing-key", hashlib.sha256).hexdigest()
-)
+JWT_SIGNING_KEY = env_str("JWT_SIGNING_KEY") or _jwt_key(SECRET_KEY)
 if len(JWT_SIGNING_KEY.encode()) < 32:
     # RFC 7518 3.2: an HS256 key must have at least 256 bits.
     raise ImproperlyConfigured("JWT_SIGNING_KEY must be at least 32 bytes long")
+# Keys whose tokens still verify: derived from SECRET_KEY_FALLBACKS, so rotating
+# DJANGO_SECRET_KEY does not cut off scripts mid-token. A JWT_SIGNING_KEY set by
+# hand has none: changing it revokes every token, as documented.
+JWT_FALLBACK_KEYS = [] if env_str("JWT_SIGNING_KEY") else [_jwt_key(key) for key in SECRET_KEY_FALLBACKS]
 
 # --- Real-time limits (every number the sockets rely on) --------------------------
 WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 65536, minimum=64)

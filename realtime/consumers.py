@@ -82,6 +82,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     endpoint: ClassVar[str] = "socket"
     # Endpoints whose items have ordered ids (rooms, inboxes): the highest id delivered.
     cursor: int = 0
+    # Class defaults, so `disconnect()` can run whatever point the socket reached.
+    user = None
+    closed = False
+    _auth_timer: asyncio.Task | None = None
+    _expiry_timer: asyncio.Task | None = None
+    _gone = False  # disconnect() has run
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -116,23 +122,41 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         # Names this socket in presence entries and in the `origin` of its own
         # typing and presence news; unique across workers.
         self.socket_id = f"socket.{uuid.uuid4().hex}"
-        self.base_send = send
+        self._server_send = send
         try:
             while True:
                 await self.dispatch(await receive())
         except StopConsumer:
             pass
+        finally:
+            # The loop also ends when the server cancels the application or an
+            # error escapes a handler; the socket is gone either way.
+            await self.disconnect(1006)
+
+    async def base_send(self, message: dict[str, Any]) -> None:
+        """Channels' path to the server for every ASGI message this consumer sends.
+
+        A client can go away at any moment, even between the 101 and the first
+        frame. ASGI then lets the server raise an OSError from send (uvicorn
+        raises ClientDisconnected; daphne drops the message silently). Raised
+        here, it would abort the handler that was sending, skip the cleanup in
+        `disconnect()` and log a traceback. The server's `websocket.disconnect`
+        is on its way to `receive` whatever the server, so: note that the
+        socket is closed, and let that message run `disconnect()`.
+        """
+        try:
+            await self._server_send(message)
+        except OSError:
+            self.closed = True
 
     async def connect(self) -> None:
-        self.user = None
-        self.closed = False
         self.auth_method: str | None = None
         # Epoch seconds when a token socket's token runs out; None for a session socket.
         self.token_expires_at: int | None = None
-        self._auth_timer: asyncio.Task | None = None
-        self._expiry_timer: asyncio.Task | None = None
         await self.accept()
-        self._write = wire.writer_for(self.base_send, limit=settings.WS_MAX_BUFFER_BYTES)
+        if self.closed:
+            return  # the client left during the handshake; its disconnect follows
+        self._write = wire.writer_for(self._server_send, limit=settings.WS_MAX_BUFFER_BYTES)
         observe.socket_accepted(self)  # metrics
         if not drain.register(self):  # this worker is shutting down: reconnect elsewhere
             await self.close_with(CloseCode.RESTARTING, "server_restarting")
@@ -154,6 +178,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             self._auth_timer = asyncio.ensure_future(self._auth_deadline())
 
     async def disconnect(self, code: int) -> None:
+        """Undo everything the socket set up: exactly once, whatever the server and the moment."""
+        if self._gone:
+            return
+        self._gone = True
         self.closed = True
         drain.unregister(self)
         observe.socket_closed(self, code)  # metrics and the close log line
@@ -334,7 +362,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def close_with(self, code: CloseCode, reason: str = "") -> None:
         if not self.closed:
             self.closed = True
-            await self.close(code=int(code), reason=reason or None)
+            # A plain str, as ASGI says: reasons are often CloseReason members,
+            # and autobahn (realtime.serve) refuses any str subclass.
+            await self.close(code=int(code), reason=str(reason) or None)
 
     # --- channel-layer events every endpoint handles ---------------------------------
     async def push_disconnect(self, event: dict[str, Any]) -> None:

@@ -17,14 +17,17 @@ every socket, three more copies of the scope, the parsed cookies, a session
 object with its decoded data and a wrapper around `send`, none of which a
 socket uses once it knows its user (about 3 KiB per idle socket). The user is
 found by Django's own `auth.get_user`, with its checks (backend, active user,
-session hash against the password, secret-key fallbacks).
+session hash against the password, secret-key fallbacks), on a read-only
+copy of the session (see `HandshakeSession`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from importlib import import_module
 from types import SimpleNamespace
+from urllib.parse import SplitResult, urlsplit
 
 from channels.db import database_sync_to_async
 from channels.security.websocket import OriginValidator
@@ -41,10 +44,31 @@ logger = logging.getLogger("realtime.auth")
 verify = database_sync_to_async(verify_token)
 
 
+class HandshakeSession(dict):
+    """A session's data as `auth.get_user` reads it during a socket handshake: nothing is written.
+
+    `get_user` changes the session in two cases. A session whose password
+    hash verifies only under a key of SECRET_KEY_FALLBACKS (the secret key
+    was rotated) gets a new session key (`cycle_key`), and one that no longer
+    verifies is flushed. Over HTTP, Django's SessionMiddleware then sends the
+    new cookie. A handshake cannot: daphne sends no headers with the 101, and
+    a socket is no place to log anyone in or out. Rotating the key here
+    deleted the session the browser still held, logging the user out on
+    every tab. So the handshake only reads; the next page load rotates the
+    key and sets the new cookie, as Django does on any request.
+    """
+
+    def cycle_key(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        self.clear()
+
+
 def session_user(session_key: str):
     """The user whose session `session_key` is, or AnonymousUser, by Django's rules."""
     store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-    return auth.get_user(SimpleNamespace(session=store))
+    return auth.get_user(SimpleNamespace(session=HandshakeSession(store.items())))
 
 
 user_for_session = database_sync_to_async(session_user)
@@ -55,6 +79,30 @@ def header(scope: dict, name: bytes) -> bytes | None:
         if key == name:
             return value
     return None
+
+
+# Visible ASCII only: no spaces, tabs or controls (urlsplit silently drops some of those).
+_ORIGIN_CHARACTERS = re.compile(rb"[!-~]+")
+
+
+def parse_origin(value: bytes) -> SplitResult | None:
+    """`value` split as a serialized origin, `scheme://host[:port]` (RFC 6454), or None if it is not one.
+
+    None for anything a browser would not send: userinfo, a path, a query, a
+    port that is not a number in 0-65535, an unclosed or invalid IPv6 literal.
+    """
+    if not _ORIGIN_CHARACTERS.fullmatch(value):
+        return None
+    try:
+        origin = urlsplit(value.decode("ascii"))
+        origin.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return None
+    if not origin.scheme or not origin.hostname or "@" in origin.netloc:
+        return None
+    if origin.path or origin.query or origin.fragment:
+        return None
+    return origin
 
 
 def bearer_token(value: bytes) -> str | None:
@@ -72,14 +120,30 @@ def bearer_token(value: bytes) -> str | None:
 class OriginCheck(OriginValidator):
     """Refuse (HTTP 403) a handshake whose Origin is not allowed.
 
-    Unlike Channels' validator, a handshake with no Origin header passes:
-    scripts and servers send none. They may authenticate only by token.
+    Channels' matching rules (`validate_origin`: a bare host matches it on any
+    scheme and port, `scheme://host[:port]` exactly), with two differences:
+
+    - a handshake with no Origin header passes: scripts and servers send
+      none. They may authenticate only by token;
+    - an Origin that is not a well-formed origin, or more than one Origin, is
+      refused like a foreign one. Channels parses it with urlparse, which
+      raises ValueError on `http://[::1` and on a port out of range or not a
+      number: the handshake failed with a 500 and a traceback instead.
     """
 
-    def valid_origin(self, parsed_origin) -> bool:
-        if parsed_origin is None:
-            return True
-        return self.validate_origin(parsed_origin)
+    async def __call__(self, scope, receive, send):
+        origins = [value for key, value in scope.get("headers", ()) if key == b"origin"]
+        if not origins or (len(origins) == 1 and self.allowed(origins[0])):
+            return await self.application(scope, receive, send)
+        # Closing before accepting is answered with 403 by every server. (Channels'
+        # WebsocketDenier does the same through a consumer, which on the Redis
+        # layer would subscribe a channel for every refused handshake.)
+        await receive()  # websocket.connect
+        await send({"type": "websocket.close"})
+
+    def allowed(self, value: bytes) -> bool:
+        origin = parse_origin(value)
+        return origin is not None and self.validate_origin(origin)
 
 
 class SocketAuthMiddleware:

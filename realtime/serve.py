@@ -59,6 +59,15 @@ class CloseCodeWebSocketProtocol(WebSocketProtocol):
                 return
         super().handle_reply(message)
 
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders=None):
+        # autobahn parses the Origin itself and refuses one it cannot parse (a
+        # port out of range, `http://[::1`) with 400, before the application
+        # sees the handshake. The contract refuses an Origin that is not
+        # allowed with 403, as realtime.middleware.OriginCheck does.
+        if reason.startswith("HTTP Origin header"):
+            code = 403
+        super().failHandshake(reason, code, responseHeaders)
+
     def _drop_if_not_reading(self) -> None:
         # daphne's send never waits: what a client does not read piles up in
         # this process. Past the limit the client is cut off (it cannot read a

@@ -13,6 +13,10 @@ Choices (see docs/protocol.md, "Authentication"):
   never trusted for who it names, only for who it was issued to.
 - Tokens are stateless; logging out closes sockets but does not revoke a
   token already handed out (it lives at most JWT_LIFETIME_SECONDS).
+- Tokens are signed with JWT_SIGNING_KEY and also verify under
+  JWT_FALLBACK_KEYS (derived from SECRET_KEY_FALLBACKS when the signing key
+  is derived from SECRET_KEY), so a secret-key rotation keeps scripts
+  connected until their tokens run out.
 """
 
 from __future__ import annotations
@@ -57,10 +61,13 @@ class VerifiedToken:
     expires_at: int  # epoch seconds
 
 
-def _password_stamp(user: AbstractBaseUser) -> str:
+def _password_stamp(user: AbstractBaseUser, *, key: str | None = None) -> str:
     # An HMAC, not the hash itself: the token is readable by its holder.
     return salted_hmac(
-        "realtime.tokens.password", user.password or "", secret=settings.JWT_SIGNING_KEY, algorithm="sha256"
+        "realtime.tokens.password",
+        user.password or "",
+        secret=key or settings.JWT_SIGNING_KEY,
+        algorithm="sha256",
     ).hexdigest()[:16]
 
 
@@ -85,23 +92,31 @@ def verify_token(token: str) -> VerifiedToken:
     """The active user a token was issued to, or InvalidToken. Reads the database."""
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken(INVALID_TOKEN)
-    try:
-        claims = jwt.decode(
-            token,
-            settings.JWT_SIGNING_KEY,
-            algorithms=[ALGORITHM],
-            audience=settings.JWT_AUDIENCE,
-            issuer=settings.JWT_ISSUER,
-            options={"require": REQUIRED_CLAIMS, "verify_signature": True, "strict_aud": True},
-        )
-    except jwt.ExpiredSignatureError:
-        raise InvalidToken(TOKEN_EXPIRED) from None
-    except jwt.InvalidTokenError:
-        raise InvalidToken(INVALID_TOKEN) from None
+    # PyJWT checks the signature before any claim: a token signed under another
+    # key fails with InvalidSignatureError whatever its claims.
+    for key in (settings.JWT_SIGNING_KEY, *settings.JWT_FALLBACK_KEYS):
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=settings.JWT_AUDIENCE,
+                issuer=settings.JWT_ISSUER,
+                options={"require": REQUIRED_CLAIMS, "verify_signature": True, "strict_aud": True},
+            )
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken(TOKEN_EXPIRED) from None
+        except jwt.InvalidTokenError:
+            raise InvalidToken(INVALID_TOKEN) from None
+        break
+    else:
+        raise InvalidToken(INVALID_TOKEN)
     sub = claims["sub"]
     if not (isinstance(sub, str) and sub.isascii() and sub.isdigit()) or not isinstance(claims["exp"], int):
         raise InvalidToken(INVALID_TOKEN)
     user = get_user_model().objects.filter(pk=int(sub), is_active=True).first()
-    if user is None or not hmac.compare_digest(str(claims.get("pwd", "")), _password_stamp(user)):
+    if user is None or not hmac.compare_digest(str(claims.get("pwd", "")), _password_stamp(user, key=key)):
         raise InvalidToken(INVALID_TOKEN)
     return VerifiedToken(user=user, expires_at=claims["exp"])

@@ -17,7 +17,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -36,27 +35,23 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from chat.models import Message
 from conftest import subprocess_env, tcp_probe
 from notifications.models import Notification
-from realtime.tests.servers import browser_socket, http_get, token_socket
-
-REDIS_PORTS = range(6390, 6400)
-WORKER_PORTS = range(8120, 8140)
-
+from realtime.tests.servers import browser_socket, free_port, http_get, token_socket
 
 _claimed: set[int] = set()
 
 
-def spare_port(candidates: range) -> int:
-    for port in candidates:
-        if port in _claimed:
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+def spare_port() -> int:
+    """A loopback port for a private service or worker, picked by the kernel.
+
+    Not the first free port of a fixed range: test runs of several people on
+    one machine each took it at about the same moment, and a worker that lost
+    the race to bind it left its test talking to another run's worker.
+    """
+    while True:
+        port = free_port()
+        if port not in _claimed:
             _claimed.add(port)  # two workers made before either listens get different ports
             return port
-    raise RuntimeError(f"no spare port in {candidates}")
 
 
 async def poll(check, *, seconds: float, what: str):
@@ -73,7 +68,7 @@ async def poll(check, *, seconds: float, what: str):
 
 class PrivateRedis:
     def __init__(self) -> None:
-        self.port = spare_port(REDIS_PORTS)
+        self.port = spare_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: asyncio.subprocess.Process | None = None
 
@@ -102,9 +97,6 @@ class PrivateRedis:
         self.process.send_signal(sig)
 
 
-POSTGRES_PORTS = range(5440, 5450)
-
-
 def postgres_program(name: str) -> str:
     """A PostgreSQL server program: Debian keeps them off PATH, in /usr/lib/postgresql/<major>/bin."""
     found = sorted(
@@ -122,8 +114,8 @@ def postgres_program(name: str) -> str:
 class PrivatePostgres:
     """A PostgreSQL cluster of the test's own, made with `initdb` in a temporary directory.
 
-    Trust authentication, TCP on 127.0.0.1 only on a spare port of 5440-5449,
-    its unix socket in that directory. The server refuses to run as root, so as
+    Trust authentication, TCP on 127.0.0.1 only on a spare port, its unix
+    socket in that directory. The server refuses to run as root, so as
     root its programs run as the `postgres` OS user, which owns the directory.
     `async with PrivatePostgres() as pg:` creates and starts it with an empty
     database (`pg.url`) and always removes it, server and files, at the end.
@@ -132,7 +124,7 @@ class PrivatePostgres:
     database = "relay"
 
     def __init__(self) -> None:
-        self.port = spare_port(POSTGRES_PORTS)
+        self.port = spare_port()
         self.url = f"postgres://postgres@127.0.0.1:{self.port}/{self.database}"
         self.dir: Path | None = None
 
@@ -196,7 +188,7 @@ class PrivatePostgres:
 
 class Worker:
     def __init__(self, env: dict[str, str], log_path) -> None:
-        self.port = spare_port(WORKER_PORTS)
+        self.port = spare_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.ws = f"ws://127.0.0.1:{self.port}"
         self.env = env

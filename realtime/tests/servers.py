@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import re
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -90,3 +96,95 @@ async def receive_json(ws, kind: str, wait: float = 10.0) -> dict:
     frame = json.loads(await asyncio.wait_for(ws.recv(), wait))
     assert frame["type"] == kind, frame
     return frame
+
+
+class ServerProcess:
+    """One of SERVERS in a subprocess on a free loopback port, for tests that share it.
+
+    Plain `subprocess`, not asyncio's: a module's tests share it, each on an
+    event loop of its own. Its output goes to `log_path`; `log_since(mark)`
+    is what it printed after `log_size()` returned `mark`.
+    """
+
+    def __init__(self, server: str, env: dict[str, str], log_path: Path) -> None:
+        self.server = server
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.ws = f"ws://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, *server_argv(server, self.port)],
+            env=env,
+            cwd=str(settings.BASE_DIR),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, seconds: float = 60.0) -> None:
+        """Poll /readyz until it answers 200; bounded, fails with the last answer."""
+        deadline = time.monotonic() + seconds
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"{self.server} exited with {self.process.returncode}: {self.log()}")
+            try:
+                last = http_get(f"{self.base}/readyz", 1.0)
+                if last[0] == 200:
+                    return
+            except OSError as exc:
+                last = exc
+            time.sleep(0.1)  # polling a starting process, not synchronising a test
+        raise AssertionError(f"{self.server} not ready after {seconds}s: {last!r}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size
+
+    def log_since(self, mark: int) -> str:
+        with self.log_path.open("rb") as log:
+            log.seek(mark)
+            return log.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within 15 s."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+def open_sockets(base: str) -> dict[str, float]:
+    """`relay_websocket_open` by endpoint, from a worker's /metrics."""
+    status, body = http_get(f"{base}/metrics")
+    assert status == 200, body
+    pattern = r'^relay_websocket_open\{endpoint="(\w+)"\} (\S+)$'
+    return {endpoint: float(value) for endpoint, value in re.findall(pattern, body, re.M)}
+
+
+async def handshake(port: int, path: str, headers: dict[str, str]):
+    """Send a WebSocket opening handshake over a raw connection.
+
+    Returns the response's status code and the open (reader, writer), for a
+    test that then does what no WebSocket client library would.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    return int(head.split(b" ", 2)[1]), reader, writer

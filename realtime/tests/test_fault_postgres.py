@@ -1,9 +1,9 @@
 """Fault test (issue 7): PostgreSQL unavailable under a running worker, then back.
 
 The worker (`python -m realtime.serve`) runs on a PostgreSQL cluster of this
-test's own (`PrivatePostgres`: `initdb` in a temporary directory, a spare port
-of 5440-5449) and a private Redis; the shared PostgreSQL and Redis are never
-touched. Its data (users, the lobby, an API key) is made the way an operator
+test's own (`PrivatePostgres`: `initdb` in a temporary directory, a spare
+port) and a private Redis; the shared PostgreSQL and Redis are never touched.
+Its data (users, the lobby, an API key) is made the way an operator
 would: `migrate`, `seed_demo` and `createapikey` against the private
 DATABASE_URL; clients log in through `POST /api/token/`. The worker keeps the
 settings' default `DATABASE_CONN_MAX_AGE`, as in production.

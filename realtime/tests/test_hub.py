@@ -40,13 +40,24 @@ async def group_size(group: str) -> int:
     return await connection.zcard(layer._group_key(group))
 
 
+async def layer_connections(client) -> set[int]:
+    """Ids of the Redis connections of this run's channel layer (named in conftest.py)."""
+    (host,) = settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]
+    return {int(c["id"]) for c in await client.client_list() if c["name"] == host["client_name"]}
+
+
 async def forget_groups(group: str) -> None:
-    """What a Redis restart does to group membership."""
+    """What a Redis restart does to group membership, done to this run's connections only.
+
+    The Redis is shared (other runs, someone's `make run`): killing every
+    pub/sub client would cut their sockets too.
+    """
     layer = get_channel_layer()
     if pubsub():
         client = redis_client()
         try:
-            await client.client_kill_filter(_type="pubsub")
+            for connection in await layer_connections(client):
+                await client.client_kill_filter(_id=connection)
         finally:
             await client.aclose()
         return
@@ -122,6 +133,29 @@ async def test_a_malformed_batch_entry_is_skipped_and_the_hub_goes_on(socket_for
     assert (await receive_type(socket, "notification"))["notification"]["id"] == row.id
     later = await sync_to_async(services.notify)(users=alice, title="later")
     assert (await receive_type(socket, "notification"))["notification"]["id"] == later[0].id
+
+
+async def test_forgetting_groups_cuts_this_runs_connections_and_no_one_elses(socket_for, alice):
+    """The tests' stand-in for a Redis restart leaves a neighbour's subscription on the same Redis alone."""
+    import uuid
+
+    if not pubsub():
+        pytest.skip("the core layer's groups are keys of this run's prefix, deleted by name")
+    socket = await socket_for("/ws/notifications/", alice)
+    await receive_type(socket, "welcome")
+    neighbour = redis_client()
+    channel = f"neighbour-{uuid.uuid4().hex}"
+    subscription = neighbour.pubsub()
+    try:
+        await subscription.subscribe(channel)
+        ours = await layer_connections(neighbour)
+        assert ours, "this run's layer has no named connection"
+        await forget_groups(user_group(alice.id))
+        assert not ours & await layer_connections(neighbour), "this run's connections survived"
+        assert await neighbour.pubsub_numsub(channel) == [(channel.encode(), 1)]
+    finally:
+        await subscription.aclose()
+        await neighbour.aclose()
 
 
 async def forget_and_wait_for_rejoin(group: str, socket) -> None:

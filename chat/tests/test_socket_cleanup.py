@@ -1,0 +1,31 @@
+"""A socket's cleanup (`disconnect()`: open-socket gauge, groups, `left()`) runs however it ends.
+
+Clients that drop right after the 101 are covered under every server in
+realtime/tests/test_handshake_servers.py; this is the end no client causes.
+"""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import REGISTRY
+
+from conftest import receive_type
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def open_chat_sockets() -> float:
+    return REGISTRY.get_sample_value("relay_websocket_open", {"endpoint": "chat"}) or 0.0
+
+
+async def test_a_socket_whose_application_is_cancelled_still_leaves(socket_for, alice, bob, lobby):
+    """A cancelled application (daphne kills one that outlives its connection) still runs disconnect()."""
+    before = open_chat_sockets()
+    alices = await socket_for("/ws/chat/lobby/", alice)
+    await receive_type(alices, "welcome")
+    assert open_chat_sockets() == before + 1
+    alices.future.cancel()
+    await alices.wait()
+    assert open_chat_sockets() == before
+    bobs = await socket_for("/ws/chat/lobby/", bob)
+    assert (await receive_type(bobs, "welcome"))["online"] == ["bob"]
