@@ -34,8 +34,9 @@ run: $(BIN)/.installed
 
 # Tests against DATABASE_URL and REDIS_URL when set (CI sets both), else SQLite
 # and the in-process layer, with the Redis-only tests skipped.
-# The browser tests drive Debian's Chromium; install it when it is missing
-# (needs root and apt-get, as on the development and CI machines).
+# The browser tests drive Debian's Chromium, and the stack smoke test logs in
+# through nginx; both are installed when missing (needs root and apt-get, as
+# on the development and CI machines).
 CHROMIUM_PATH ?= /usr/bin/chromium
 browser:
 	@test -x "$(CHROMIUM_PATH)" || { \
@@ -43,7 +44,7 @@ browser:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else echo "install Debian's chromium package (the browser tests need $(CHROMIUM_PATH))"; exit 1; fi; }
 
-test: $(BIN)/.installed-dev browser
+test: $(BIN)/.installed-dev browser nginx
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-test-only-secret-key-not-for-production} \

@@ -152,6 +152,15 @@ def test_proxy_forwards_websockets():
     assert timeout and int(timeout.group(1)) >= 3600
 
 
+def test_proxy_passes_the_browsers_host_with_its_port():
+    """Each proxied location forwards $http_host (localhost:8100), which Django's CSRF check compares."""
+    locations = re.findall(r"location\s+[^{]*\{(.*?)\}", read("deploy/nginx.conf"), re.S)
+    proxied = [body for body in locations if "proxy_pass" in body]
+    assert len(proxied) == 2
+    for body in proxied:
+        assert re.findall(r"proxy_set_header\s+Host\s+(\S+);", body) == ["$http_host"]
+
+
 def test_dockerfile_builds_a_small_non_root_image_serving_the_asgi_app():
     """python:3.11-slim, static collected at build, a non-root user, CMD serves config.asgi:application."""
     assert all(image.startswith("python:3.11-slim") for image in dockerfile_instruction("FROM"))
