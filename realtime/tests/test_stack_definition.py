@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,15 @@ def test_health_checks(services):
     assert "/healthz" in " ".join(services["proxy"]["healthcheck"]["test"])
     (check,) = dockerfile_instruction("HEALTHCHECK")
     assert f"127.0.0.1:{APP_PORT}/healthz" in check
+
+
+def test_postgres_is_healthy_only_once_it_listens_on_tcp(services):
+    """pg_isready asks over TCP: on first start the image's init server listens on its Unix socket only."""
+    kind, command = services["postgres"]["healthcheck"]["test"]
+    argv = shlex.split(command) if kind == "CMD-SHELL" else [command]
+    assert argv[0] == "pg_isready"
+    # Without -h it asks the socket, is told "ready" during initialisation, and migrate races the restart.
+    assert "-h" in argv and argv[argv.index("-h") + 1] in ("127.0.0.1", "localhost")
 
 
 def test_volumes(compose, services):
