@@ -8,6 +8,7 @@ so a typo fails at start-up instead of at the first request.
 from __future__ import annotations
 
 import os
+import re
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -62,3 +63,16 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if not value:
         return list(default)
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+# Parts of the secret keys people copy and forget to replace: .env.example's
+# "change-me-to-a-long-random-string", Django's "django-insecure-..." and our
+# own development key, "your-secret-key-here" and the like.
+_PLACEHOLDER_PARTS = ("changeme", "replaceme", "insecure", "placeholder", "yoursecret", "secretkeyhere")
+_PLACEHOLDER_WORDS = {"secret", "secretkey", "djangosecretkey", "key", "password", "todo", "xxx"}
+
+
+def is_placeholder_secret(value: str) -> bool:
+    """True for a value that is obviously an example, not a generated secret."""
+    folded = re.sub(r"[^a-z0-9]", "", value.lower())
+    return folded in _PLACEHOLDER_WORDS or any(part in folded for part in _PLACEHOLDER_PARTS)

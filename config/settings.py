@@ -9,7 +9,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_str
+from config.env import env_bool, env_float, env_int, env_list, env_str, is_placeholder_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -23,6 +23,14 @@ if not SECRET_KEY:
             "(set DJANGO_DEBUG=true for local development)."
         )
     SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"  # noqa: S105
+elif not DEBUG and is_placeholder_secret(SECRET_KEY):
+    # The value itself is never printed: it may be a real key after all.
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is still a placeholder (such as .env.example's "
+        '"change-me-..."): sessions and tokens signed with it can be forged. Set it to a '
+        'long random value, e.g. python -c "import secrets; print(secrets.token_urlsafe(50))".'
+    )
+
 # Rotation: the previous keys, newest first. Sessions, signed data, API-key
 # hashes and (with the default JWT_SIGNING_KEY) access tokens made under them
 # still verify; Django re-signs a session under SECRET_KEY on its next request.
