@@ -31,20 +31,17 @@ ROOT = Path(settings.BASE_DIR)
 SERVICE_VARIABLES = ("DJANGO_", "REDIS_", "DATABASE_", "PYTHON_DOTENV_", "MAKE", "MFLAGS")
 
 
-def new_shell(env_file: Path) -> dict[str, str]:
-    """A second shell's environment, plus only this test's file and Redis key prefixes.
+# This run's Redis prefixes: they keep its groups and keys apart on a shared
+# Redis, and are the same in every process, as one deployment's are.
+RUN_PREFIXES = ("CHANNEL_LAYER_PREFIX", "PRESENCE_KEY_PREFIX", "CHAT_RATE_KEY_PREFIX")
 
-    The prefixes keep this test's groups and keys apart on a shared Redis; they
-    are the same in every process, as one deployment's are.
-    """
+
+def new_shell(env_file: Path) -> dict[str, str]:
+    """A second shell's environment, plus only the file's path and this run's Redis prefixes."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(SERVICE_VARIABLES)}
-    tag = env_file.parent.name[-20:]
-    env.update(
-        RELAY_ENV_FILE=str(env_file),
-        CHANNEL_LAYER_PREFIX=subprocess_env().get("CHANNEL_LAYER_PREFIX", "asgi"),
-        PRESENCE_KEY_PREFIX=f"test-presence-{tag}",
-        CHAT_RATE_KEY_PREFIX=f"test-rate-{tag}",
-    )
+    shared = subprocess_env()
+    env.update({name: shared[name] for name in RUN_PREFIXES if name in shared})
+    env["RELAY_ENV_FILE"] = str(env_file)
     return env
 
 
