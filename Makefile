@@ -19,23 +19,22 @@ $(BIN)/.installed-dev: $(BIN)/.installed requirements-dev.txt
 
 venv-dev: $(BIN)/.installed-dev
 
-# A Redis on the default port, if one answers: then `manage.py notify` from
-# another shell reaches the browser live. Without it, the in-process layer.
-LOCAL_REDIS = $(shell $(BIN)/python -c "import redis; redis.Redis(socket_connect_timeout=0.3).ping(); print('redis://127.0.0.1:6379/0')" 2>/dev/null)
-
 # Development server with demo data: SQLite unless DATABASE_URL says otherwise.
-run: export DJANGO_DEBUG ?= true
+# config.devenv writes .env when there is none (debug on, a generated key, the
+# Redis on 127.0.0.1:6379 if one answers, DATABASE_URL if set) and never
+# changes it after; the settings read it for every command, so `manage.py
+# notify` in another shell shares the server's key, database and Redis.
 run: $(BIN)/.installed
-	$(eval export REDIS_URL ?= $(LOCAL_REDIS))
-	@echo "channel layer: $${REDIS_URL:-in-process (set REDIS_URL to push from other processes)}"
+	$(BIN)/python -m config.devenv
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 # Tests against DATABASE_URL and REDIS_URL when set (CI sets both), else SQLite
 # and the in-process layer, with the Redis-only tests skipped.
-# The browser tests drive Debian's Chromium; install it when it is missing
-# (needs root and apt-get, as on the development and CI machines).
+# The browser tests drive Debian's Chromium, and the stack smoke test logs in
+# through nginx; both are installed when missing (needs root and apt-get, as
+# on the development and CI machines).
 CHROMIUM_PATH ?= /usr/bin/chromium
 browser:
 	@test -x "$(CHROMIUM_PATH)" || { \
@@ -43,7 +42,7 @@ browser:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else echo "install Debian's chromium package (the browser tests need $(CHROMIUM_PATH))"; exit 1; fi; }
 
-test: $(BIN)/.installed-dev browser
+test: $(BIN)/.installed-dev browser nginx
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	DJANGO_SECRET_KEY=$${DJANGO_SECRET_KEY:-test-only-secret-key-not-for-production} \

@@ -9,9 +9,21 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_str
+from config.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    is_placeholder_secret,
+    load_env_file,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# The development `.env` (`make run` writes it), for every command; variables
+# set in the environment win. See config/env.py.
+load_env_file(BASE_DIR)
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
 
@@ -20,9 +32,17 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
             "DJANGO_SECRET_KEY is required when DJANGO_DEBUG is false "
-            "(set DJANGO_DEBUG=true for local development)."
+            "(`make run` writes a development .env with DJANGO_DEBUG=true and a key)."
         )
     SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"  # noqa: S105
+elif not DEBUG and is_placeholder_secret(SECRET_KEY):
+    # The value itself is never printed: it may be a real key after all.
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is still a placeholder (such as .env.example's "
+        '"change-me-..."): sessions and tokens signed with it can be forged. Set it to a '
+        'long random value, e.g. python -c "import secrets; print(secrets.token_urlsafe(50))".'
+    )
+
 # Rotation: the previous keys, newest first. Sessions, signed data, API-key
 # hashes and (with the default JWT_SIGNING_KEY) access tokens made under them
 # still verify; Django re-signs a session under SECRET_KEY on its next request.

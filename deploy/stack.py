@@ -113,6 +113,9 @@ def stack_env(directory: Path) -> dict[str, str]:
             key_file.write_text(secrets.token_urlsafe(50))
             key_file.chmod(0o600)
         env["DJANGO_SECRET_KEY"] = key_file.read_text().strip()
+    # The image collects static files at build; here the workers serve them from
+    # the app folders instead, so the pages' scripts (and their sockets) load.
+    env.setdefault("WHITENOISE_USE_FINDERS", "true")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

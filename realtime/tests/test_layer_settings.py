@@ -15,7 +15,12 @@ SHOW = (
 
 
 def layer_for(**env: str) -> dict:
-    base = {"DJANGO_SETTINGS_MODULE": "config.settings", "DJANGO_SECRET_KEY": "x", "PATH": "/usr/bin:/bin"}
+    base = {
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DJANGO_SECRET_KEY": "x",
+        "PATH": "/usr/bin:/bin",
+        "PYTHON_DOTENV_DISABLED": "1",  # never a developer's .env
+    }
     out = subprocess.run(
         [sys.executable, "-c", SHOW], env=base | env, cwd=settings.BASE_DIR, capture_output=True, check=True
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,15 @@ def test_health_checks(services):
     assert f"127.0.0.1:{APP_PORT}/healthz" in check
 
 
+def test_postgres_is_healthy_only_once_it_listens_on_tcp(services):
+    """pg_isready asks over TCP: on first start the image's init server listens on its Unix socket only."""
+    kind, command = services["postgres"]["healthcheck"]["test"]
+    argv = shlex.split(command) if kind == "CMD-SHELL" else [command]
+    assert argv[0] == "pg_isready"
+    # Without -h it asks the socket, is told "ready" during initialisation, and migrate races the restart.
+    assert "-h" in argv and argv[argv.index("-h") + 1] in ("127.0.0.1", "localhost")
+
+
 def test_volumes(compose, services):
     """Named volumes are declared; PostgreSQL keeps its data in one."""
     declared = set(compose.get("volumes") or {})
@@ -150,6 +160,15 @@ def test_proxy_forwards_websockets():
     assert "map $http_upgrade $connection_upgrade" in conf
     timeout = re.search(r"proxy_read_timeout\s+(\d+)s;", ws)
     assert timeout and int(timeout.group(1)) >= 3600
+
+
+def test_proxy_passes_the_browsers_host_with_its_port():
+    """Each proxied location forwards $http_host (localhost:8100), which Django's CSRF check compares."""
+    locations = re.findall(r"location\s+[^{]*\{(.*?)\}", read("deploy/nginx.conf"), re.S)
+    proxied = [body for body in locations if "proxy_pass" in body]
+    assert len(proxied) == 2
+    for body in proxied:
+        assert re.findall(r"proxy_set_header\s+Host\s+(\S+);", body) == ["$http_host"]
 
 
 def test_dockerfile_builds_a_small_non_root_image_serving_the_asgi_app():
