@@ -27,7 +27,6 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from chat import presence, ratelimit, selectors, services
 from chat.serializers import message_dict, room_dict
 from realtime.consumers import CloseSocket, RealtimeConsumer
-from realtime.errors import UNAVAILABLE_ERRORS, log_unavailable
 from realtime.protocol import (
     CHAT_FRAMES,
     ChatPost,
@@ -103,11 +102,7 @@ class ChatConsumer(RealtimeConsumer):
         if not self.present:
             return
         self.present = False
-        try:
-            await presence.leave(self.group, socket=self.socket_id, user=self.username)
-        except UNAVAILABLE_ERRORS as exc:
-            # The entry expires by itself (PRESENCE_TTL_SECONDS).
-            log_unavailable(logger, exc, "presence leave failed room=%s", self.room.pk)
+        presence.leave(self.group, socket=self.socket_id, user=self.username)
 
     # --- client frames ---------------------------------------------------------------
     async def frame_message(self, frame: ChatPost) -> None:

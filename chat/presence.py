@@ -124,7 +124,8 @@ class PresenceStore:
         """Add a socket's entry; `names` are the first `first` users online after it."""
         raise NotImplementedError
 
-    async def leave(self, room: str, *, entry: str) -> Outcome:
+    async def leave(self, room: str, *, entries: list[str]) -> Outcome:
+        """Remove these entries (absent ones are passed over), and expired ones."""
         raise NotImplementedError
 
     async def refresh(self, room: str, *, entries: list[str]) -> Outcome:
@@ -159,8 +160,8 @@ class MemoryPresence(PresenceStore):
     async def join(self, room: str, *, entry: str, first: int) -> Outcome:
         return self._apply(room, add=[entry], first=first)
 
-    async def leave(self, room: str, *, entry: str) -> Outcome:
-        return self._apply(room, remove=entry)
+    async def leave(self, room: str, *, entries: list[str]) -> Outcome:
+        return self._apply(room, remove=entries)
 
     async def refresh(self, room: str, *, entries: list[str]) -> Outcome:
         return self._apply(room, add=entries)
@@ -173,7 +174,7 @@ class MemoryPresence(PresenceStore):
         room: str,
         *,
         add: Sequence[str] = (),
-        remove: str | None = None,
+        remove: Sequence[str] = (),
         first: int = 0,
         after: str = "",
         skip_first: bool = False,
@@ -204,8 +205,9 @@ class MemoryPresence(PresenceStore):
                         bisect.insort(state.users, user)
                         changed(user, True)
                 state.entries[entry] = now + _entry_lifetime()
-            if remove is not None and remove in state.entries:
-                gone(remove)
+            for entry in remove:
+                if entry in state.entries:
+                    gone(entry)
             for entry in [e for e, expires in state.entries.items() if expires <= now]:
                 gone(entry)
             start = bisect.bisect_right(state.users, after) if skip_first else 0
@@ -217,7 +219,7 @@ class MemoryPresence(PresenceStore):
 # KEYS: the room's entries (sorted set: entry -> expiry, Redis' clock), counts
 # (hash: user -> entries), users (sorted set, all scores 0: ordered by name for
 # paging) and version (a counter). ARGV: op, entry lifetime, keys' lifetime, sweep
-# limit, then per op: join ENTRY FIRST | leave ENTRY | refresh ENTRY... | page AFTER LIMIT.
+# limit, then per op: join ENTRY FIRST | leave ENTRY... | refresh ENTRY... | page AFTER LIMIT.
 # The version starts at Redis' clock in microseconds, so it keeps growing even
 # when the keys expire or Redis restarts and a worker still remembers old numbers.
 # Reply: {users online, version, {user, 1|0, version, ...}, {names}}.
@@ -262,7 +264,7 @@ end
 if op == 'join' then
   add(ARGV[5])
 elseif op == 'leave' then
-  remove(ARGV[5])
+  for i = 5, #ARGV do remove(ARGV[i]) end
 elseif op == 'refresh' then
   for i = 5, #ARGV do add(ARGV[i]) end
 end
@@ -344,9 +346,9 @@ class RedisPresence(PresenceStore):
         )
         return _outcome(reply)
 
-    async def leave(self, room: str, *, entry: str) -> Outcome:
-        reply = await self._script()(keys=self._keys(room), args=self._args("leave", _SWEEP_ON_JOIN, entry))
-        return _outcome(reply)
+    async def leave(self, room: str, *, entries: list[str]) -> Outcome:
+        args = self._args("leave", _SWEEP_ON_JOIN, *entries)
+        return _outcome(await self._script()(keys=self._keys(room), args=args))
 
     async def refresh(self, room: str, *, entries: list[str]) -> Outcome:
         args = self._args("refresh", _SWEEP_ON_REFRESH, *entries)
@@ -462,6 +464,9 @@ class Tracker:
         self.rooms: dict[str, _Room] = {}
         self._beating: asyncio.Task | None = None
         self._tasks: set[asyncio.Future] = set()
+        # Entries to remove, per room, taken in batches by one task (see leave).
+        self._leaving: dict[str, list[str]] = {}
+        self._leaver: asyncio.Task | None = None
         hub.observe(Event.PRESENCE_CHANGES, self.on_changes)
         hub.on_close(self.close)
 
@@ -482,10 +487,38 @@ class Tracker:
         await self._publish(room, outcome)
         return Snapshot(online=outcome.names, count=outcome.count)
 
-    async def leave(self, room: str, *, socket: str, user: str) -> None:
+    def leave(self, room: str, *, socket: str, user: str) -> None:
+        """Take the socket out now (no more heartbeats for it); its entry goes with the next batch.
+
+        Sockets often close together (a worker restarting, a network blip, a
+        page closed in many tabs): the leaves of one room then cost one Redis
+        call and one published event per 1,000, not one each. The batch runs in
+        a task of the tracker's, so a consumer cancelled mid-close (daphne
+        kills slow ones) cannot leave its user online.
+        """
         self._forget(room, socket)
-        outcome = await get_store().leave(room, entry=member(socket, user))
-        await self._publish(room, outcome)
+        self._leaving.setdefault(room, []).append(member(socket, user))
+        if self._leaver is None or self._leaver.done():
+            self._leaver = asyncio.ensure_future(self._leave_pending())
+
+    async def _leave_pending(self) -> None:
+        store = get_store()
+        while self._leaving:
+            room, entries = next(iter(self._leaving.items()))
+            del self._leaving[room]
+            for start in range(0, len(entries), _REFRESH_CHUNK):
+                try:
+                    outcome = await store.leave(room, entries=entries[start : start + _REFRESH_CHUNK])
+                    await self._publish(room, outcome)
+                except asyncio.CancelledError:
+                    raise
+                except UNAVAILABLE_ERRORS as exc:
+                    # The entries expire by themselves (PRESENCE_TTL_SECONDS).
+                    log_unavailable(
+                        logger, exc, "presence leave failed room=%s entries=%d", room, len(entries)
+                    )
+                except Exception:
+                    logger.exception("presence leave failed room=%s", room)
 
     def _forget(self, room: str, socket: str) -> None:
         local = self.rooms.get(room)
@@ -564,16 +597,16 @@ class Tracker:
             await self._publish(room, outcome)
             # A socket that left while the refresh was on its way may have been
             # put back by it: take it out again (a leave of an absent entry is a no-op).
-            for entry in chunk:
-                if entry.split("|", 1)[0] not in local.sockets:
-                    await self._publish(room, await store.leave(room, entry=entry))
+            returned = [entry for entry in chunk if entry.split("|", 1)[0] not in local.sockets]
+            if returned:
+                await self._publish(room, await store.leave(room, entries=returned))
 
     async def close(self) -> None:
         for room in self.rooms.values():
             if room.flush is not None:
                 room.flush.cancel()
         self.rooms.clear()
-        for task in [self._beating, *self._tasks]:
+        for task in [self._beating, self._leaver, *self._tasks]:
             if task is not None:
                 task.cancel()
         self._tasks.clear()
@@ -605,8 +638,9 @@ async def enter(room: str, *, socket: str, user: str) -> Snapshot:
     return await _tracker().enter(room, socket=socket, user=user)
 
 
-async def leave(room: str, *, socket: str, user: str) -> None:
-    await _tracker().leave(room, socket=socket, user=user)
+def leave(room: str, *, socket: str, user: str) -> None:
+    """A socket leaves the room's presence (at once for this worker, in Redis with the next batch)."""
+    _tracker().leave(room, socket=socket, user=user)
 
 
 def online_page(room: str, *, after: str | None, limit: int) -> Page:

@@ -188,11 +188,21 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         for timer in (self._auth_timer, self._expiry_timer):
             if timer is not None:
                 timer.cancel()
+        # What is left waits on Redis. The server may cancel this consumer in the
+        # meantime (daphne kills an application that outlives its close timeout,
+        # as thousands of sockets closing at once can): that must not leave the
+        # socket in its groups or its user online, so the release runs on.
+        release = asyncio.ensure_future(self._release())
+        _releasing.add(release)
+        release.add_done_callback(_releasing.discard)
+        await asyncio.shield(release)
+
+    async def _release(self) -> None:
+        if self.user is not None:
+            await self.left()
         hub = get_hub()
         for group in self._hub_groups:
             await hub.unsubscribe(group, self)
-        if self.user is not None:
-            await self.left()
 
     async def _auth_deadline(self) -> None:
         await asyncio.sleep(settings.WS_AUTH_TIMEOUT_SECONDS)
@@ -468,6 +478,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         """Call before awaiting the database in an event handler."""
         if not self._in_serial:
             raise Deferred
+
+
+# Releases under way, kept referenced until done (see `disconnect`).
+_releasing: set[asyncio.Future] = set()
 
 
 @functools.cache

@@ -58,8 +58,8 @@ async def test_a_user_with_two_sockets_joins_once_and_leaves_once(store):
     assert (first.count, first.names) == (1, ["alice"])
     second = await store.join("room.1", entry=member("s2", "alice"), first=10)
     assert (second.changes, second.count, second.names) == ([], 1, ["alice"])
-    assert (await store.leave("room.1", entry=member("s1", "alice"))).changes == []
-    last = await store.leave("room.1", entry=member("s2", "alice"))
+    assert (await store.leave("room.1", entries=[member("s1", "alice")])).changes == []
+    last = await store.leave("room.1", entries=[member("s2", "alice")])
     assert users_of(last.changes) == [("alice", False)]
     assert last.count == 0
     assert last.changes[0][2] > first.changes[0][2]
@@ -95,6 +95,16 @@ async def test_a_refresh_keeps_entries_and_brings_back_swept_ones(store):
     back = await store.refresh("room.1", entries=[member("s1", "alice"), member("s2", "bob")])
     assert users_of(back.changes) == [("bob", True)]
     assert back.count == 3
+
+
+async def test_one_leave_call_takes_many_entries(store):
+    """A batch of leaves: users whose last socket is in it leave, the others stay."""
+    for i in range(5):
+        await store.join("room.1", entry=member(f"s{i}", f"user{i}"), first=1)
+    await store.join("room.1", entry=member("s0b", "user0"), first=1)
+    outcome = await store.leave("room.1", entries=[member(f"s{i}", f"user{i}") for i in range(4)])
+    assert sorted(users_of(outcome.changes)) == [("user1", False), ("user2", False), ("user3", False)]
+    assert outcome.count == 2
 
 
 async def test_pages_of_the_online_list_follow_the_names(store):
@@ -133,8 +143,8 @@ async def test_a_join_leave_second_tab_and_heartbeat_cost_the_same_in_a_room_of_
                 "join": store.join(room, entry=member("a1", "alice"), first=100),
                 "second tab": store.join(room, entry=member("a2", "alice"), first=100),
                 "heartbeat": store.refresh(room, entries=[member("a1", "alice"), member("a2", "alice")]),
-                "leave": store.leave(room, entry=member("a2", "alice")),
-                "last leave": store.leave(room, entry=member("a1", "alice")),
+                "leave": store.leave(room, entries=[member("a2", "alice")]),
+                "last leave": store.leave(room, entries=[member("a1", "alice")]),
             }
             for step, operation in steps.items():
                 await client.config_resetstat()
