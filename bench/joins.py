@@ -161,6 +161,7 @@ def check_online(members: list[dict[str, Any]], http: tuple[list[str], int] | No
         suffix[i] = suffix[i + 1] | (1 << order[i]["index"])
     out = dict.fromkeys(
         (
+            "members_wrong",
             "count_wrong",
             "names_missing",
             "names_not_online",
@@ -176,17 +177,22 @@ def check_online(members: list[dict[str, Any]], http: tuple[list[str], int] | No
         if m["dead"]:
             continue
         known = int.from_bytes(m["known"], "little")
-        if m["count"] != n_truth:
-            out["count_wrong"] += 1
-        out["names_not_online"] += (known & ~truth).bit_count()
+        wrong = m["count"] != n_truth
+        out["count_wrong"] += 1 if wrong else 0
+        stray = (known & ~truth).bit_count()
+        out["names_not_online"] += stray
+        wrong = wrong or stray > 0
         if not m["truncated"]:
             later = suffix[bisect_right(starts, m["t_welcome"])] & truth
             missing = (later & ~known).bit_count()
             out["names_missing"] += missing
             out["members_missing_names"] += 1 if missing else 0
+            wrong = wrong or missing > 0
             if m["welcome_complete"]:
                 out["complete_members"] += 1
                 out["complete_wrong"] += 1 if known != truth else 0
+                wrong = wrong or known != truth
+        out["members_wrong"] += 1 if wrong else 0
     out["truth"] = n_truth
     if http is not None:
         names, count = http
@@ -208,6 +214,27 @@ def check_online(members: list[dict[str, Any]], http: tuple[list[str], int] | No
         and out.get("http_matches", True)
     )
     return out
+
+
+def poster_figures(posted: dict[str, Any], echoes: dict[str, Any], ids: list[int] | None) -> dict[str, Any]:
+    """How the poster's own posts fared: stored, and how fast the server took them.
+
+    A post the server never stored reaches nobody, which no member's check can see:
+    it is counted here (the service: ids in the history; the baseline stores nothing).
+    The poster gets each post back once it is stored and published; if the server takes
+    posts slower than they are sent, the lag grows from the first post to the last.
+    """
+    at, lag = array("q"), array("q")
+    at.frombytes(echoes["echo_ns"])
+    lag.frombytes(echoes["echo_lat"])
+    span = (at[-1] - posted["t_first_send"]) / 1e9 if at else 0.0
+    return {
+        "echoed": echoes["echoed"],
+        "posts_not_stored": posted["sent"] - len(ids) if ids is not None else 0,
+        "posts_taken_per_s": round(len(at) / span, 1) if span > 0 else None,
+        "first_post_echo_ms": round(lag[0] / 1e6, 1) if lag else None,
+        "last_post_echo_ms": round(lag[-1] / 1e6, 1) if lag else None,
+    }
 
 
 def _sum_kinds(answers: list[dict[str, Any]], key: str) -> dict[str, int]:
@@ -280,7 +307,9 @@ class Run:
             cpu_joined = worker_cpu(self.servers)
             if not posting:
                 posted = clients.procs[0].call("burst", {"count": self.after_posts})
-            echoes = clients.procs[0].call("echoes", {"timeout": 60})
+            echoes = clients.procs[0].call(
+                "echoes", {"timeout": DRAIN_S, "stall": STALL_S}, timeout=DRAIN_S + 60
+            )
             if chat:
                 check = {"ids": room_ids(a.port, slug, self.cookie0, poster["last_id"] or 0)}
             else:
@@ -297,11 +326,38 @@ class Run:
         left = wait_empty(a.port, slug, self.cookie0) if chat else None
         calm(self.servers)
         return self.figures(
-            n, label, posting, storm, posted, quiet, echoes, verify, online, left, cpu0, cpu_joined, cpu_end
+            n,
+            label,
+            posting,
+            storm,
+            posted,
+            quiet,
+            echoes,
+            check,
+            verify,
+            online,
+            left,
+            cpu0,
+            cpu_joined,
+            cpu_end,
         )
 
     def figures(
-        self, n, label, posting, storm, posted, quiet, echoes, verify, online, left, cpu0, cpu_joined, cpu_end
+        self,
+        n,
+        label,
+        posting,
+        storm,
+        posted,
+        quiet,
+        echoes,
+        check,
+        verify,
+        online,
+        left,
+        cpu0,
+        cpu_joined,
+        cpu_end,
     ) -> dict[str, Any]:
         joins = n - 1
         joined = sum(s["joined"] for s in storm)
@@ -332,7 +388,7 @@ class Run:
             "storm_s": round((t_last - t_start) / 1e9, 2),
             "post_rate": self.post_rate if posting else None,
             "posts": posted["sent"],
-            "echoed": echoes["echoed"],
+            **poster_figures(posted, echoes, check.get("ids")),
             "frames": frames,
             "bytes": size,
             "join_bytes": size["welcome"] + size["presence"],
@@ -365,6 +421,7 @@ class Run:
             and totals["unexpected"] == 0
             and totals["received"] == totals["expected"]
             and posted["sent"] > 0
+            and not out["posts_not_stored"]
         )
         if quiet is not None:
             last_presence = max(v["last_presence_ns"] for v in verify)
@@ -499,7 +556,7 @@ def overlap_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
                     timeout=400,
                 )
                 posted = proc.call("stop_posting")
-                echoes = proc.call("echoes", {"timeout": 60})
+                echoes = proc.call("echoes", {"timeout": DRAIN_S, "stall": STALL_S}, timeout=DRAIN_S + 60)
                 if mode == "chat":
                     cookie = f"{prep['cookie_name']}={prep['cookies'][0]}"
                     check = {"ids": room_ids(server.port, "lobby", cookie, poster["last_id"] or 0)}
@@ -523,7 +580,7 @@ def overlap_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
         "sockets": n,
         "messages": m,
         "posts": posted["sent"],
-        "echoed": echoes["echoed"],
+        **poster_figures(posted, echoes, check.get("ids")),
         "joined": storm["joined"] + 1,
         "join_errors": storm["errors"],
         # Sockets whose welcome came after the first post: they joined while it fanned out.
@@ -551,6 +608,7 @@ def overlap_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
         and res["unexpected"] == 0
         and res["received"] == res["expected"]
         and posted["sent"] == m
+        and not out["posts_not_stored"]
     )
     if not out["all_delivered"]:
         out["server_log_tail"] = log

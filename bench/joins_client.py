@@ -106,6 +106,8 @@ class Member(WSListener):
                 client.lat.append(at - sent)
             if self is client.poster:
                 client.echoed += 1
+                client.echo_ns.append(at)
+                client.echo_lat.append(at - sent)
         elif kind == "presence":
             _, joined, left, count, truncated = item
             known = self.known
@@ -154,6 +156,8 @@ class JoinsClient:
         self.lat = array("q")
         self.dropped = 0
         self.echoed = 0
+        self.echo_ns = array("q")  # when the poster got each of its posts back
+        self.echo_lat = array("q")  # and how long after it sent it
         self.last_presence_ns = 0
         self.last_message_ns = 0
         self.sends = array("q")  # the poster's send time of each sequence number
@@ -365,11 +369,25 @@ class JoinsClient:
         return {"last_presence_ns": self.last_presence_ns, "waited_s": (now_ns() - start) / 1e9}
 
     async def echoes(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """Wait (bounded) until the poster got each of its posts back: they are stored by then."""
+        """Wait until the poster got each of its posts back (they are stored by then).
+
+        Bounded by `timeout`, and by `stall` seconds without one coming back.
+        """
         start = now_ns()
-        while self.echoed < len(self.sends) and now_ns() - start < spec["timeout"] * 1e9:  # noqa: ASYNC110
+        deadline = start + int(spec["timeout"] * 1e9)
+        stall = int(spec.get("stall", 15) * 1e9)
+        while self.echoed < len(self.sends):
+            t = now_ns()
+            if t > deadline or t - max(self.echo_ns[-1] if self.echo_ns else 0, start) > stall:
+                break
             await asyncio.sleep(0.05)
-        return {"echoed": self.echoed, "sent": len(self.sends), "waited_s": (now_ns() - start) / 1e9}
+        return {
+            "echoed": self.echoed,
+            "sent": len(self.sends),
+            "waited_s": (now_ns() - start) / 1e9,
+            "echo_ns": self.echo_ns.tobytes(),
+            "echo_lat": self.echo_lat.tobytes(),
+        }
 
     # --- checks ---------------------------------------------------------------------------------
     async def verify(self, spec: dict[str, Any]) -> dict[str, Any]:

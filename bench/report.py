@@ -60,7 +60,7 @@ def _faults(r: dict[str, Any]) -> str:
     """What went wrong with the deliveries of a joins or overlap run, if anything."""
     extra = [
         f"{key.replace('_', ' ')} {r[key]:,}"
-        for key in ("lost", "duplicates", "unexpected", "out_of_order", "dropped")
+        for key in ("lost", "duplicates", "unexpected", "out_of_order", "dropped", "posts_not_stored")
         if r.get(key)
     ]
     if r.get("join_errors"):
@@ -125,6 +125,11 @@ def _joins_rows(target: str, r: dict[str, Any]) -> list[Row]:
             ok = lat["p99_ms"] <= JOINS_P99_MS_AT_2000
         value = f"{_fmt(lat['p50_ms'])} / {_fmt(lat['p99_ms'])} / {_fmt(lat['max_ms'])} ms"
         out.append((target, f"{head}: storm post delivery p50 / p99 / max", value, goal, _verdict(ok)))
+        taken = (
+            f"{_fmt(b['posts_taken_per_s'])}/s of {_fmt(b['post_rate'])}/s sent; "
+            f"first / last post back {_fmt(b['first_post_echo_ms'])} / {_fmt(b['last_post_echo_ms'])} ms"
+        )
+        out.append((target, f"{head}: storm posts taken by the server", taken, "", ""))
         for label, x in (("joins then posts", a), ("storm", b)):
             out.append(
                 (
@@ -139,8 +144,7 @@ def _joins_rows(target: str, r: dict[str, Any]) -> list[Row]:
             checks = []
             for x in (a, b):
                 o = x["online"]
-                wrong = o["count_wrong"] + o["members_missing_names"] + o["complete_wrong"]
-                text = f"{o['truth'] - wrong:,}/{o['truth']:,} members right"
+                text = f"{o['truth'] - o['members_wrong']:,}/{o['truth']:,} members right"
                 if o["names_not_online"]:
                     text += f", {o['names_not_online']:,} names not online"
                 text += ", HTTP list right" if o.get("http_matches") else ", HTTP list WRONG"

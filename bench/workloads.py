@@ -198,6 +198,9 @@ def profiled(server: Server, name: str):
     """With BENCH_PYSPY=DIR, a py-spy profile of the server over the measured window only.
 
     Written as DIR/<target>.raw (collapsed stacks); a development aid, never on by default.
+    BENCH_PYSPY_ARGS adds py-spy options, e.g. `--nonblocking` (the worker is not paused
+    for each sample: a truer picture of a busy worker) or `--gil` (only the thread holding
+    the GIL: where the Python CPU goes).
     """
     out_dir = os.environ.get("BENCH_PYSPY")
     if not out_dir:
@@ -206,6 +209,7 @@ def profiled(server: Server, name: str):
     py_spy = Path(sys.executable).with_name("py-spy")
     path = Path(out_dir) / f"{name}.raw"
     argv = [str(py_spy), "record", "-p", str(server.pid), "-r", "400", "-f", "raw", "-o", str(path)]
+    argv += os.environ.get("BENCH_PYSPY_ARGS", "").split()
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield
