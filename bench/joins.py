@@ -30,6 +30,7 @@ import uuid
 from array import array
 from bisect import bisect_right
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from bench import workloads as w
@@ -81,16 +82,22 @@ def worker_cpu(servers: list[Server]) -> float:
     return sum(proc_cpu_seconds(s.pid) for s in servers)
 
 
-def calm(servers: list[Server], limit: float = 30.0) -> None:
-    """Wait (bounded) until the workers are nearly idle: the last storm's leaves are done."""
-    deadline = time.monotonic() + limit
+def calm(servers: list[Server], limit: float = 120.0) -> float:
+    """Wait (bounded) until the workers are nearly idle: the last storm's work is done.
+
+    Returns the seconds waited. A worker that is still taking the posts of a closed
+    socket (frames already read are handled in order) would otherwise be measured with
+    the next storm.
+    """
+    start = time.monotonic()
     before = worker_cpu(servers)
-    while time.monotonic() < deadline:
+    while time.monotonic() - start < limit:
         time.sleep(0.5)
         now = worker_cpu(servers)
         if now - before < 0.05:
-            return
+            break
         before = now
+    return round(time.monotonic() - start, 1)
 
 
 def get_json(port: int, path: str, query: dict[str, str], cookie: str) -> dict[str, Any]:
@@ -216,6 +223,34 @@ def check_online(members: list[dict[str, Any]], http: tuple[list[str], int] | No
     return out
 
 
+# Worker log lines that say a user saw something go wrong (realtime.serve and daphne).
+LOG_EVENTS = {
+    "unexpected_errors": "unexpected error endpoint=",
+    "application_errors": "Exception inside application",
+    "instances_killed": "took too long to shut down and was killed",
+    "slow_clients_dropped": "event=slow_client_dropped",
+}
+
+
+class LogWatch:
+    """Counts LOG_EVENTS in the workers' logs since the last call."""
+
+    def __init__(self, servers: list[Server]) -> None:
+        self.servers = servers
+        self.offsets = [0] * len(servers)
+
+    def take(self) -> dict[str, int]:
+        counts = dict.fromkeys(LOG_EVENTS, 0)
+        for i, server in enumerate(self.servers):
+            with contextlib.suppress(OSError), server.log_path.open("rb") as log:
+                log.seek(self.offsets[i])
+                text = log.read().decode(errors="replace")
+                self.offsets[i] = log.tell()
+            for key, needle in LOG_EVENTS.items():
+                counts[key] += text.count(needle)
+        return counts
+
+
 def poster_figures(posted: dict[str, Any], echoes: dict[str, Any], ids: list[int] | None) -> dict[str, Any]:
     """How the poster's own posts fared: stored, and how fast the server took them.
 
@@ -245,6 +280,23 @@ def _sum_kinds(answers: list[dict[str, Any]], key: str) -> dict[str, int]:
     return out
 
 
+@dataclass
+class Seen:
+    """What one storm's steps answered, for `Run.figures`."""
+
+    storm: list[dict[str, Any]]
+    posted: dict[str, Any]
+    quiet: list[dict[str, Any]] | None
+    echoes: dict[str, Any]
+    check: dict[str, Any]
+    verify: list[dict[str, Any]]
+    online: dict[str, Any] | None
+    left: int | None
+    cpu0: float
+    cpu_joined: float
+    cpu_end: float
+
+
 def room_slug(tag: str, n: int, label: str) -> str:
     return f"joins_{tag}_{n}_{label}"
 
@@ -268,6 +320,7 @@ class Run:
         with ThreadPoolExecutor(2) as pool:  # each start waits for its port: both at once
             self.servers = list(pool.map(lambda _: w._start(stack, launcher, app, self.env), range(2)))
         self.cookie0 = f"{prep['cookie_name']}={prep['cookies'][0]}"
+        self.logs = LogWatch(self.servers)
 
     def storm(self, n: int, label: str, posting: bool) -> dict[str, Any]:
         chat = self.mode == "chat"
@@ -324,41 +377,26 @@ class Run:
             online = check_online([m for v in views for m in v["members"]], http)
         clients.all("hangup", [None] * 2)
         left = wait_empty(a.port, slug, self.cookie0) if chat else None
-        calm(self.servers)
-        return self.figures(
-            n,
-            label,
-            posting,
-            storm,
-            posted,
-            quiet,
-            echoes,
-            check,
-            verify,
-            online,
-            left,
-            cpu0,
-            cpu_joined,
-            cpu_end,
-        )
+        settled = calm(self.servers)
+        seen = Seen(storm, posted, quiet, echoes, check, verify, online, left, cpu0, cpu_joined, cpu_end)
+        out = self.figures(n, label, posting, seen)
+        out["server_log"] = self.logs.take()
+        # How long the workers stayed busy after the sockets closed (posts still queued, leaves).
+        out["settle_after_close_s"] = settled
+        return out
 
-    def figures(
-        self,
-        n,
-        label,
-        posting,
-        storm,
-        posted,
-        quiet,
-        echoes,
-        check,
-        verify,
-        online,
-        left,
-        cpu0,
-        cpu_joined,
-        cpu_end,
-    ) -> dict[str, Any]:
+    def figures(self, n: int, label: str, posting: bool, seen: Seen) -> dict[str, Any]:
+        storm, posted, quiet, echoes, check, verify, online, left = (
+            seen.storm,
+            seen.posted,
+            seen.quiet,
+            seen.echoes,
+            seen.check,
+            seen.verify,
+            seen.online,
+            seen.left,
+        )
+        cpu0, cpu_joined, cpu_end = seen.cpu0, seen.cpu_joined, seen.cpu_end
         joins = n - 1
         joined = sum(s["joined"] for s in storm)
         errors: dict[str, int] = {}
@@ -410,6 +448,8 @@ class Run:
             **totals,
             "short_members": sum(v["short_members"] for v in verify),
             "early": sum(v["early"] for v in verify),
+            # Deliveries of posts stored after the history was read (the server fell behind).
+            "late": sum(v["late"] for v in verify),
             "timed_out": any(v["timed_out"] for v in verify),
             "stalled": any(v["stalled"] for v in verify),
             "samples": [s for v in verify for s in v["samples"]][:5],

@@ -444,15 +444,20 @@ class JoinsClient:
         totals = dict.fromkeys(
             ("expected", "received", "lost", "duplicates", "unexpected", "out_of_order", "short_members"), 0
         )
-        early = 0
+        early = late = 0
+        top = ours[-1] if ours else 0
         samples: list[str] = []
         for m in self.members:
             exp = set(ours[first[id(m)] :])
             got = set(m.ids)
             missing = len(exp - got)
             dup = len(m.ids) - len(got)
-            # The service: a live id at or below the welcome's last_id was in its history already.
+            # The service: a live id at or below the welcome's last_id was in its history already;
+            # one above every id read is a post stored after the read (counted by the parent).
             stray = got - exp
+            late_ids = {i for i in stray if service and i > top}
+            late += len(late_ids)
+            stray -= late_ids
             unexpected = len(stray) if service else len(stray - ours_set)
             early += 0 if service else len(stray & ours_set)
             disorder = sum(1 for a, b in zip(m.ids, m.ids[1:], strict=False) if b <= a)
@@ -473,6 +478,7 @@ class JoinsClient:
         return {
             **totals,
             "early": early,
+            "late": late,
             "members": len(self.members),
             "dropped": sum(1 for m in self.members if m.dead),
             "timed_out": timed_out,

@@ -140,6 +140,15 @@ def _joins_rows(target: str, r: dict[str, Any]) -> list[Row]:
                     _verdict(x["all_delivered"]),
                 )
             )
+        events = []
+        for label, x in (("joins", a), ("storm", b)):
+            logged = {k: v for k, v in x.get("server_log", {}).items() if v}
+            if logged:
+                events.append(
+                    f"{label}: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in logged.items())
+                )
+        if events:
+            out.append((target, f"{head}: worker log", "; ".join(events), "none", _verdict(False)))
         if service:
             checks = []
             for x in (a, b):
