@@ -354,7 +354,8 @@ class Run:
         with contextlib.ExitStack() as spies:
             for i, server in enumerate(self.servers):
                 spies.enter_context(w.profiled(server, f"joins-{self.name}-{n}-{label}-w{i}"))
-            storm = clients.all("storm", specs, timeout=n / self.rate + 300)
+            # Bounded, with room for a server that takes joins ten times slower than scheduled.
+            storm = clients.all("storm", specs, timeout=10 * n / self.rate + 300)
             posted = clients.procs[0].call("stop_posting")
             quiet = clients.all("quiet", [{"quiet": QUIET_S, "limit": QUIET_LIMIT_S}] * 2) if chat else None
             cpu_joined = worker_cpu(self.servers)
