@@ -52,6 +52,13 @@ QUIET_LIMIT_S = 60.0
 # STALL_S) are counted lost: plain Channels falls behind by minutes at 5,000 members.
 DRAIN_S = 180.0
 STALL_S = 15.0
+# Before the online lists are compared: no frame at all for a second, waited for this long.
+SETTLE_S = 60.0
+# After the sockets close, everyone must be offline within this long: more than
+# PRESENCE_TTL_SECONDS (60), so an entry still there is being kept alive, not expiring.
+EMPTY_S = 90.0
+# No join begins later than this many times its scheduled storm length (plus a minute).
+STORM_SLACK = 3
 
 
 def spread_ms(blobs: list[bytes]) -> dict[str, float]:
@@ -135,7 +142,7 @@ def room_ids(port: int, slug: str, cookie: str, floor: int) -> list[int]:
     return sorted(ids)
 
 
-def wait_empty(port: int, slug: str, cookie: str, limit: float = 60.0) -> int:
+def wait_empty(port: int, slug: str, cookie: str, limit: float = EMPTY_S) -> int:
     """Poll (bounded) until nobody is online in the room; returns who still is."""
     deadline = time.monotonic() + limit
     count = -1
@@ -350,6 +357,9 @@ class Run:
             for p in range(2)
         ]
         specs[1]["t0"] = specs[0]["t0"]
+        until = specs[0]["t0"] + int((STORM_SLACK * n / self.rate + 60) * 1e9)
+        for spec in specs:
+            spec["until"] = until
         cpu0 = worker_cpu(self.servers)
         with contextlib.ExitStack() as spies:
             for i, server in enumerate(self.servers):
@@ -373,9 +383,11 @@ class Run:
             cpu_end = worker_cpu(self.servers)
         online = None
         if chat:
-            views = clients.all("online", [None] * 2)
+            views = clients.all("online", [{"quiet": 1.0, "limit": SETTLE_S}] * 2, timeout=SETTLE_S + 60)
             http = online_list(a.port, slug, self.cookie0)
             online = check_online([m for v in views for m in v["members"]], http)
+            # Frames still arriving (a backlog of posts): a list may lag behind, not be wrong.
+            online["settled"] = all(v["settled"] for v in views)
         clients.all("hangup", [None] * 2)
         left = wait_empty(a.port, slug, self.cookie0) if chat else None
         settled = calm(self.servers)
@@ -420,6 +432,7 @@ class Run:
             "joins": joins,
             "joined": joined,
             "join_errors": errors,
+            "joins_not_attempted": sum(s["not_attempted"] for s in storm),
             "join_rate_set": self.rate,
             "join_rate_achieved": round(joins / ((t_last - t_start) / 1e9), 1) if t_last > t_start else None,
             "join_lag": spread_ms([s["lags"] for s in storm]),
@@ -494,13 +507,26 @@ def joins_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
                 # Imports, pools and first queries happen here, not in the first measured storm.
                 run.storm(warm, "warm", posting=True)
             per_size: dict[str, dict[str, Any]] = {}
+            failed = None
             for n in sizes:
-                per_size[str(n)] = {p: run.storm(n, p, posting=p == "storm") for p in PASSES}
+                per_size[str(n)] = {}
+                for p in PASSES:
+                    try:
+                        per_size[str(n)][p] = run.storm(n, p, posting=p == "storm")
+                    except Exception as exc:
+                        # The generators and workers are in an unknown state: stop here,
+                        # keeping the sizes measured so far.
+                        failed = f"{n} members, {p}: {type(exc).__name__}: {exc}"
+                        break
+                if failed:
+                    break
             commands = [s.command() for s in run.servers]
         finally:
             w.drop_prefix(run.prefix)
+    complete = {n: passes for n, passes in per_size.items() if len(passes) == len(PASSES)}
     return {
-        "sizes": per_size,
+        "sizes": complete,
+        **({"stopped": failed} if failed else {}),
         "command": "  +  ".join(commands),
         "join_rate": run.rate,
         "post_rate": run.post_rate,

@@ -160,6 +160,7 @@ class JoinsClient:
         self.echo_lat = array("q")  # and how long after it sent it
         self.last_presence_ns = 0
         self.last_message_ns = 0
+        self.last_frame_ns = 0
         self.sends = array("q")  # the poster's send time of each sequence number
         self.t_first_send = 0
         self._posting: asyncio.Task | None = None
@@ -170,6 +171,7 @@ class JoinsClient:
     def tally(self, kind: str, size: int) -> None:
         self.frames[kind] += 1
         self.bytes[kind] += size
+        self.last_frame_ns = now_ns()
 
     def parse(self, payload: bytes) -> tuple:
         """(kind, ...) for a text frame; the same bytes are parsed once (one frame, many members)."""
@@ -272,10 +274,16 @@ class JoinsClient:
             self._burst(post["count"])
             burst_sent.set()
 
+        until = spec.get("until")  # no join begins after this (a server far behind the schedule)
+        skipped = 0
+
         async def one(k: int, index: int, url: str, headers: list) -> None:
-            nonlocal welcomed
+            nonlocal welcomed, skipped
             member = Member(self, index, [tuple(h) for h in headers])
             async with gate:
+                if until is not None and now_ns() > until:
+                    skipped += 1
+                    return
                 due = t0 + (int(k * 1e9 / rate) if rate else 0)
                 lags.append(max(0, now_ns() - due))
                 if await self._join(member, url, timeout, errors):
@@ -304,7 +312,8 @@ class JoinsClient:
         joined = [m for m in self.members if m is not self.poster]
         return {
             "joined": welcomed,
-            "failed": len(spec["joins"]) - welcomed,
+            "failed": len(spec["joins"]) - welcomed - skipped,
+            "not_attempted": skipped,
             "errors": errors,
             "t_start": start,
             "t_last_welcome": max((m.t_welcome for m in joined), default=0),
@@ -493,9 +502,19 @@ class JoinsClient:
             "client_cpu_s": round(_cpu_seconds() - self.cpu_mark, 3),
         }
 
-    def online(self) -> dict[str, Any]:
-        """Each member's view of who is online, for the parent to compare with the truth."""
+    async def online(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Each member's view of who is online, for the parent to compare with the truth.
+
+        First wait (bounded) until no frame at all has arrived for `quiet` seconds: a
+        presence frame may still sit behind a backlog of posts in a socket's buffer.
+        """
+        start = now_ns()
+        while now_ns() - start < spec["limit"] * 1e9:
+            if now_ns() - max(self.last_frame_ns, start) >= spec["quiet"] * 1e9:
+                break
+            await asyncio.sleep(0.05)
         return {
+            "settled": now_ns() - max(self.last_frame_ns, start) >= spec["quiet"] * 1e9,
             "members": [
                 {
                     "index": m.index,
@@ -508,7 +527,7 @@ class JoinsClient:
                     "known": bytes(m.known),
                 }
                 for m in self.members
-            ]
+            ],
         }
 
     # --- the pipe -------------------------------------------------------------------------------
@@ -532,7 +551,7 @@ class JoinsClient:
         if cmd == "verify":
             return await self.verify(arg)
         if cmd == "online":
-            return self.online()
+            return await self.online(arg)
         if cmd in ("hangup", "close"):  # `close` also ends the process (bench.client.serve)
             return await self.close()
         return {"error": f"unknown command {cmd}"}

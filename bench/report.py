@@ -57,7 +57,7 @@ def _verdict(ok: bool | None) -> str:
 
 
 def _faults(r: dict[str, Any]) -> str:
-    """What went wrong with the deliveries of a joins or overlap run, if anything."""
+    """What went wrong with the deliveries of a joins or overlap run, if anything (a failed join too)."""
     extra = [
         f"{key.replace('_', ' ')} {r[key]:,}"
         for key in ("lost", "duplicates", "unexpected", "out_of_order", "dropped", "posts_not_stored")
@@ -137,7 +137,7 @@ def _joins_rows(target: str, r: dict[str, Any]) -> list[Row]:
                     f"{head}: deliveries, {label}",
                     _faults(x),
                     "all, once",
-                    _verdict(x["all_delivered"]),
+                    _verdict(x["all_delivered"] and not x.get("join_errors")),
                 )
             )
         events = []
@@ -158,7 +158,18 @@ def _joins_rows(target: str, r: dict[str, Any]) -> list[Row]:
                     text += f", {o['names_not_online']:,} names not online"
                 text += ", HTTP list right" if o.get("http_matches") else ", HTTP list WRONG"
                 checks.append(text)
-            ok = a["online"]["ok"] and b["online"]["ok"] and a["online"]["truth"] == int(n)
+            settled = a["online"].get("settled", True) and b["online"].get("settled", True)
+            ok = (
+                a["online"]["ok"] and b["online"]["ok"] and a["online"]["truth"] == int(n)
+                if settled
+                else None
+            )
+            if not settled:
+                checks.append("frames still arriving when compared")
+            ghosts = [x.get("online_after_close") or 0 for x in (a, b)]
+            if any(ghosts):
+                checks.append(f"still online after all closed: {ghosts[0]:,} / {ghosts[1]:,}")
+                ok = False
             out.append(
                 (
                     target,
@@ -169,6 +180,12 @@ def _joins_rows(target: str, r: dict[str, Any]) -> list[Row]:
                 )
             )
     return out
+
+
+def _joins_stopped_row(target: str, r: dict[str, Any]) -> list[Row]:
+    if "stopped" not in r:
+        return []
+    return [(target, "stopped (larger rooms not run)", r["stopped"][:300], "", "ERROR")]
 
 
 def _joins_ratio_rows(ratios: dict[str, Any]) -> list[Row]:
@@ -203,7 +220,7 @@ def rows(doc: dict[str, Any]) -> list[Row]:
         if "error" in r:
             out.append((target, "error", r["error"][:300], "", "ERROR"))
             continue
-        if name == "fanout" and target.endswith("-overlap"):
+        if name == "fanout":
             out.append((target, "deliveries/s", _fmt(r["deliveries_per_s"]), "", ""))
             out.append(
                 (
@@ -214,22 +231,14 @@ def rows(doc: dict[str, Any]) -> list[Row]:
                     "",
                 )
             )
-            out.append((target, "delivered", _faults(r), "all, once", _verdict(r["all_delivered"])))
+        if name == "fanout" and target.endswith("-overlap"):
+            ok = r["all_delivered"] and not r.get("join_errors")
+            out.append((target, "delivered", _faults(r), "all, once", _verdict(ok)))
             joined = f"{r['joined_while_posting']:,} of {r['sockets']:,} sockets"
             out.append((target, "still joining after the first post", joined, "", ""))
             cpu = "+".join(_fmt(c) for c in r["client_cpu_s"])
             out.append((target, "generator CPU", f"{cpu} s", "", ""))
         elif name == "fanout":
-            out.append((target, "deliveries/s", _fmt(r["deliveries_per_s"]), "", ""))
-            out.append(
-                (
-                    target,
-                    "latency p50 / p99",
-                    f"{_fmt(r['latency_p50_ms'])} / {_fmt(r['latency_p99_ms'])} ms",
-                    "",
-                    "",
-                )
-            )
             out.append((target, "delivered", _delivered(r), "all", _verdict(r["all_delivered"])))
             cpu = "+".join(_fmt(c) for c in r["client_cpu_s"])
             wall = _fmt(max(r["client_wall_s"]))
@@ -327,7 +336,7 @@ def rows(doc: dict[str, Any]) -> list[Row]:
                 )
             )
         elif name == "joins":
-            out += _joins_rows(target, r)
+            out += _joins_rows(target, r) + _joins_stopped_row(target, r)
     if name == "joins":
         out += _joins_ratio_rows(figures.get("ratios", {}))
     if name == "fanout":
@@ -393,9 +402,11 @@ def write_docs() -> None:
         if doc is None:
             parts.append("_Not run yet._\n")
             continue
+        load = doc.get("load_average")
+        seen = f"; 1-minute load average {load[0]:g} at the start, {load[1]:g} at the end" if load else ""
         parts.append(
             f"Run {doc['date']} on {doc['cores']} cores ({doc['machine']}), "
-            f"`{doc['invocation']}`, {doc['elapsed_s']} s.\n"
+            f"`{doc['invocation']}`, {doc['elapsed_s']} s{seen}.\n"
         )
         parts.append(markdown_for(doc) + "\n")
         cmds = commands_for(doc)
