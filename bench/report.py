@@ -183,9 +183,17 @@ def _joins_rows(target: str, r: dict[str, Any]) -> list[Row]:
 
 
 def _joins_stopped_row(target: str, r: dict[str, Any]) -> list[Row]:
-    if "stopped" not in r:
-        return []
-    return [(target, "stopped (larger rooms not run)", r["stopped"][:300], "", "ERROR")]
+    out: list[Row] = []
+    if "stopped" in r:
+        out.append((target, "stopped (larger rooms not run)", r["stopped"][:300], "", "ERROR"))
+    separate = r.get("separate_run")
+    if separate:
+        load = " / ".join(f"{x:g}" for x in separate["load_average"])
+        text = (
+            f"`{separate['invocation']}`, {separate['elapsed_s']} s, load average {load}: {separate['why']}"
+        )
+        out.append((target, "run separately", text, "", ""))
+    return out
 
 
 def _joins_ratio_rows(ratios: dict[str, Any]) -> list[Row]:
