@@ -484,7 +484,10 @@ def workers_target(name: str, app: str, path: str, mode: str, prep: dict, quick:
         # members whether or not anyone posts; over a posting window well under a second they
         # are bursty noise that the idle-rate subtraction cannot remove. Spaced out here, so the
         # count is what a message costs; docs/benchmarks.md says so.
-        env = bench_env(CHANNEL_LAYER_PREFIX=prefix, PRESENCE_HEARTBEAT_SECONDS="3600")
+        # (The settings refuse a TTL under two heartbeats.)
+        env = bench_env(
+            CHANNEL_LAYER_PREFIX=prefix, PRESENCE_HEARTBEAT_SECONDS="3600", PRESENCE_TTL_SECONDS="7200"
+        )
         tag = uuid.uuid4().hex[:8]
         with Stack() as stack, Clients(2) as clients:
             try:
