@@ -108,14 +108,28 @@ def _joins_rows(target: str, r: dict[str, Any]) -> list[Row]:
                 f"{_mb(a['bytes']['presence'])}) / {_mb(b['join_bytes'])}"
             )
             out.append(
-                (target, f"{head}: bytes of joining, all members, joins / storm", value, goal, _verdict(ok))
+                (
+                    target,
+                    f"{head}: bytes of joining, all members, joins / storm",
+                    value,
+                    goal,
+                    _verdict(ok) if goal else "",
+                )
             )
             goal, ok = "", None
             if n == "1000":
                 goal = f"≤ {JOINS_QUIET_S_AT_1000:g} s"
                 ok = a["quiet_s"] is not None and a["quiet_s"] <= JOINS_QUIET_S_AT_1000
             quiet = f"{_fmt(a['quiet_s'], ' s')} / {_fmt(b['quiet_s'], ' s')}"
-            out.append((target, f"{head}: last join to quiet, joins / storm", quiet, goal, _verdict(ok)))
+            out.append(
+                (
+                    target,
+                    f"{head}: last join to quiet, joins / storm",
+                    quiet,
+                    goal,
+                    _verdict(ok) if goal else "",
+                )
+            )
         cpu = f"{_fmt(a['cpu_per_join_ms'])} / {_fmt(b['cpu_per_join_ms'])} ms"
         out.append((target, f"{head}: worker CPU per join, joins / storm (posts included)", cpu, "", ""))
         lat = b["latency"]
@@ -124,7 +138,15 @@ def _joins_rows(target: str, r: dict[str, Any]) -> list[Row]:
             goal = f"p99 ≤ {JOINS_P99_MS_AT_2000} ms"
             ok = lat["p99_ms"] <= JOINS_P99_MS_AT_2000
         value = f"{_fmt(lat['p50_ms'])} / {_fmt(lat['p99_ms'])} / {_fmt(lat['max_ms'])} ms"
-        out.append((target, f"{head}: storm post delivery p50 / p99 / max", value, goal, _verdict(ok)))
+        out.append(
+            (
+                target,
+                f"{head}: storm post delivery p50 / p99 / max",
+                value,
+                goal,
+                _verdict(ok) if goal else "",
+            )
+        )
         taken = (
             f"{_fmt(b['posts_taken_per_s'])}/s of {_fmt(b['post_rate'])}/s sent; "
             f"first / last post back {_fmt(b['first_post_echo_ms'])} / {_fmt(b['last_post_echo_ms'])} ms"
