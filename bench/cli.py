@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name in names:
         started = time.monotonic()
+        # The machine is shared: what else ran is part of the figures.
+        load_start = os.getloadavg()[0]
         print(f"== {name} {'(quick)' if args.quick else ''}", flush=True)
         try:
             figures = run(name, args.quick)
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             "status": status,
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "elapsed_s": round(time.monotonic() - started, 1),
+            "load_average": [round(load_start, 2), round(os.getloadavg()[0], 2)],
             **meta,
             "figures": figures,
         }

@@ -11,6 +11,7 @@ push RUN RATE SECS USERS [GROUP_EVERY GROUP_SIZE]
 broadcast RUN      one notify(everyone=True), timing call, commit and return
 rooms K            make the public chat rooms soak-00..K-1 exist; print their slugs and
                    the highest message and notification ids so far (the soak's floor)
+room SLUG...       make these public chat rooms exist (the joins workload: one per storm)
 ids JSON           the message ids per room and notification ids per recipient above
                    the floor given in JSON {rooms, users, floor_message,
                    floor_notification, client_id_prefix}, and the posts stored under
@@ -218,6 +219,18 @@ def rooms(k: int) -> dict:
     return {"rooms": slugs, "floor_message": last_message or 0, "floor_notification": last_notification or 0}
 
 
+def room(slugs: list[str]) -> dict:
+    setup_django()
+    from chat.models import Room
+    from chat.services import create_room
+
+    existing = set(Room.objects.filter(slug__in=slugs).values_list("slug", flat=True))
+    for slug in slugs:
+        if slug not in existing:
+            create_room(slug=slug, title=slug)
+    return {"rooms": slugs}
+
+
 def ids(spec: dict) -> dict:
     setup_django()
     from chat.models import Message
@@ -248,6 +261,8 @@ def main(argv: list[str]) -> int:
         out = broadcast(args[0])
     elif cmd == "rooms":
         out = rooms(int(args[0]))
+    elif cmd == "room":
+        out = room(args)
     elif cmd == "ids":
         out = ids(json.loads(args[0]))
     elif cmd == "chat":

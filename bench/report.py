@@ -8,7 +8,7 @@ from typing import Any
 from bench.common import RESULTS, ROOT
 
 DOCS = ROOT / "docs" / "benchmarks.md"
-ORDER = ["fanout", "push", "broadcast", "idle", "workers"]
+ORDER = ["fanout", "push", "broadcast", "idle", "workers", "joins"]
 
 Row = tuple[str, str, str, str, str]  # target, metric, value, goal, verdict
 
@@ -56,6 +56,186 @@ def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "MISSED")
 
 
+def _faults(r: dict[str, Any]) -> str:
+    """What went wrong with the deliveries of a joins or overlap run, if anything (a failed join too)."""
+    extra = [
+        f"{key.replace('_', ' ')} {r[key]:,}"
+        for key in ("lost", "duplicates", "unexpected", "out_of_order", "dropped", "posts_not_stored")
+        if r.get(key)
+    ]
+    if r.get("join_errors"):
+        extra.append(f"joins failed {sum(r['join_errors'].values()):,}")
+    if r.get("timed_out") or r.get("stalled"):
+        extra.append("gave up waiting")
+    return f"{r['received']:,}/{r['expected']:,}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _mb(value: int) -> str:
+    return f"{value / 1e6:,.2f} MB"
+
+
+# The issue's goals for the joins workload (issue 12, "Done when"), on the service.
+JOINS_BYTES_MB_AT_1000 = 30
+JOINS_QUIET_S_AT_1000 = 3.0
+JOINS_BYTES_GROWTH_2000 = 4.5
+JOINS_CPU_GROWTH = 1.5
+JOINS_P99_MS_AT_2000 = 250
+
+
+def _joins_rows(target: str, r: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    service = target.startswith("service")
+    for n, passes in sorted(r["sizes"].items(), key=lambda kv: int(kv[0])):
+        a, b = passes["joins"], passes["storm"]
+        head = f"{int(n):,} members"
+        rate = f"{_fmt(a['join_rate_achieved'])} / {_fmt(b['join_rate_achieved'])} joins/s"
+        hs = f"handshake p99 {_fmt(a['handshake']['p99_ms'])} / {_fmt(b['handshake']['p99_ms'])} ms"
+        out.append((target, f"{head}: joins/s achieved, joins / storm", f"{rate}; {hs}", "", ""))
+        if service:
+            per = (
+                f"{_fmt(a['presence_frames_per_join_per_member'])} frames, "
+                f"{_fmt(a['presence_bytes_per_join_per_member'])} B / "
+                f"{_fmt(b['presence_frames_per_join_per_member'])} frames, "
+                f"{_fmt(b['presence_bytes_per_join_per_member'])} B"
+            )
+            out.append((target, f"{head}: presence per join per member, joins / storm", per, "", ""))
+            goal, ok = "", None
+            if n == "1000":
+                goal = f"≤ {JOINS_BYTES_MB_AT_1000} MB (joins)"
+                ok = a["join_bytes"] <= JOINS_BYTES_MB_AT_1000 * 1e6
+            value = (
+                f"{_mb(a['join_bytes'])} (welcome {_mb(a['bytes']['welcome'])}, presence "
+                f"{_mb(a['bytes']['presence'])}) / {_mb(b['join_bytes'])}"
+            )
+            out.append(
+                (
+                    target,
+                    f"{head}: bytes of joining, all members, joins / storm",
+                    value,
+                    goal,
+                    _verdict(ok) if goal else "",
+                )
+            )
+            goal, ok = "", None
+            if n == "1000":
+                goal = f"≤ {JOINS_QUIET_S_AT_1000:g} s"
+                ok = a["quiet_s"] is not None and a["quiet_s"] <= JOINS_QUIET_S_AT_1000
+            quiet = f"{_fmt(a['quiet_s'], ' s')} / {_fmt(b['quiet_s'], ' s')}"
+            out.append(
+                (
+                    target,
+                    f"{head}: last join to quiet, joins / storm",
+                    quiet,
+                    goal,
+                    _verdict(ok) if goal else "",
+                )
+            )
+        cpu = f"{_fmt(a['cpu_per_join_ms'])} / {_fmt(b['cpu_per_join_ms'])} ms"
+        out.append((target, f"{head}: worker CPU per join, joins / storm (posts included)", cpu, "", ""))
+        lat = b["latency"]
+        goal, ok = "", None
+        if n == "2000" and service:
+            goal = f"p99 ≤ {JOINS_P99_MS_AT_2000} ms"
+            ok = lat["p99_ms"] <= JOINS_P99_MS_AT_2000
+        value = f"{_fmt(lat['p50_ms'])} / {_fmt(lat['p99_ms'])} / {_fmt(lat['max_ms'])} ms"
+        out.append(
+            (
+                target,
+                f"{head}: storm post delivery p50 / p99 / max",
+                value,
+                goal,
+                _verdict(ok) if goal else "",
+            )
+        )
+        taken = (
+            f"{_fmt(b['posts_taken_per_s'])}/s of {_fmt(b['post_rate'])}/s sent; "
+            f"first / last post back {_fmt(b['first_post_echo_ms'])} / {_fmt(b['last_post_echo_ms'])} ms"
+        )
+        out.append((target, f"{head}: storm posts taken by the server", taken, "", ""))
+        for label, x in (("joins then posts", a), ("storm", b)):
+            out.append(
+                (
+                    target,
+                    f"{head}: deliveries, {label}",
+                    _faults(x),
+                    "all, once",
+                    _verdict(x["all_delivered"] and not x.get("join_errors")),
+                )
+            )
+        events = []
+        for label, x in (("joins", a), ("storm", b)):
+            logged = {k: v for k, v in x.get("server_log", {}).items() if v}
+            if logged:
+                events.append(
+                    f"{label}: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in logged.items())
+                )
+        if events:
+            out.append((target, f"{head}: worker log", "; ".join(events), "none", _verdict(False)))
+        if service:
+            checks = []
+            for x in (a, b):
+                o = x["online"]
+                text = f"{o['truth'] - o['members_wrong']:,}/{o['truth']:,} members right"
+                if o["names_not_online"]:
+                    text += f", {o['names_not_online']:,} names not online"
+                text += ", HTTP list right" if o.get("http_matches") else ", HTTP list WRONG"
+                checks.append(text)
+            settled = a["online"].get("settled", True) and b["online"].get("settled", True)
+            ok = (
+                a["online"]["ok"] and b["online"]["ok"] and a["online"]["truth"] == int(n)
+                if settled
+                else None
+            )
+            if not settled:
+                checks.append("frames still arriving when compared")
+            ghosts = [x.get("online_after_close") or 0 for x in (a, b)]
+            if any(ghosts):
+                checks.append(f"still online after all closed: {ghosts[0]:,} / {ghosts[1]:,}")
+                ok = False
+            out.append(
+                (
+                    target,
+                    f"{head}: online lists, joins / storm",
+                    " / ".join(checks),
+                    "all right",
+                    _verdict(ok),
+                )
+            )
+    return out
+
+
+def _joins_stopped_row(target: str, r: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    if "stopped" in r:
+        out.append((target, "stopped (larger rooms not run)", r["stopped"][:300], "", "ERROR"))
+    separate = r.get("separate_run")
+    if separate:
+        load = " / ".join(f"{x:g}" for x in separate["load_average"])
+        text = (
+            f"`{separate['invocation']}`, {separate['elapsed_s']} s, load average {load}: {separate['why']}"
+        )
+        out.append((target, "run separately", text, "", ""))
+    return out
+
+
+def _joins_ratio_rows(ratios: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    for target, values in ratios.items():
+        service = target.startswith("service")
+        for key, value in values.items():
+            goal, ok = "", None
+            if service and key.startswith("cpu_per_join_joins_"):
+                goal, ok = f"≤ {JOINS_CPU_GROWTH:g}x", value is not None and value <= JOINS_CPU_GROWTH
+            elif service and key.startswith("join_bytes_joins_"):
+                goal, ok = (
+                    f"≤ {JOINS_BYTES_GROWTH_2000:g}x",
+                    value is not None and value <= JOINS_BYTES_GROWTH_2000,
+                )
+            label = key.replace("_", " ").replace(" vs ", " / ")
+            out.append((target, label, _fmt(value, "x"), goal, _verdict(ok) if goal else ""))
+    return out
+
+
 def rows(doc: dict[str, Any]) -> list[Row]:
     figures = doc["figures"]
     name = doc["workload"]
@@ -81,6 +261,14 @@ def rows(doc: dict[str, Any]) -> list[Row]:
                     "",
                 )
             )
+        if name == "fanout" and target.endswith("-overlap"):
+            ok = r["all_delivered"] and not r.get("join_errors")
+            out.append((target, "delivered", _faults(r), "all, once", _verdict(ok)))
+            joined = f"{r['joined_while_posting']:,} of {r['sockets']:,} sockets"
+            out.append((target, "still joining after the first post", joined, "", ""))
+            cpu = "+".join(_fmt(c) for c in r["client_cpu_s"])
+            out.append((target, "generator CPU", f"{cpu} s", "", ""))
+        elif name == "fanout":
             out.append((target, "delivered", _delivered(r), "all", _verdict(r["all_delivered"])))
             cpu = "+".join(_fmt(c) for c in r["client_cpu_s"])
             wall = _fmt(max(r["client_wall_s"]))
@@ -177,13 +365,18 @@ def rows(doc: dict[str, Any]) -> list[Row]:
                     _verdict(ok) if target.startswith("service") else "",
                 )
             )
+        elif name == "joins":
+            out += _joins_rows(target, r) + _joins_stopped_row(target, r)
+    if name == "joins":
+        out += _joins_ratio_rows(figures.get("ratios", {}))
     if name == "fanout":
         ratios = figures.get("ratios", {})
         goals = {
             "service_daphne_vs_channels_daphne": ("≥ 10x", 10.0),
             "service_uvicorn_vs_websockets": ("≥ 0.5x", 0.5),
         }
-        for key in (*goals, "channels_daphne_vs_websockets", "websockets_2clients_vs_1client"):
+        overlap = [k for k in ratios if k.endswith("_overlap")]
+        for key in (*goals, "channels_daphne_vs_websockets", "websockets_2clients_vs_1client", *overlap):
             value = ratios.get(key)
             goal, floor = goals.get(key, ("", None))
             verdict = (
@@ -239,9 +432,11 @@ def write_docs() -> None:
         if doc is None:
             parts.append("_Not run yet._\n")
             continue
+        load = doc.get("load_average")
+        seen = f"; 1-minute load average {load[0]:g} at the start, {load[1]:g} at the end" if load else ""
         parts.append(
             f"Run {doc['date']} on {doc['cores']} cores ({doc['machine']}), "
-            f"`{doc['invocation']}`, {doc['elapsed_s']} s.\n"
+            f"`{doc['invocation']}`, {doc['elapsed_s']} s{seen}.\n"
         )
         parts.append(markdown_for(doc) + "\n")
         cmds = commands_for(doc)

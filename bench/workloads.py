@@ -1,4 +1,4 @@
-"""The five workloads of issue 6. Each returns a dict of figures (no printing)."""
+"""The workloads of issues 6 and 12 (joins: bench/joins.py). Each returns a dict of figures (no printing)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,12 @@ SIZES = {
     "idle_sockets": (10000, 50),
     "workers_sizes": ((100, 1000), (10, 20)),
     "workers_messages": (20, 5),
+    # joins (bench/joins.py): room sizes, joins per second over both workers, the
+    # poster's messages per second during the storm, and its messages after the joins.
+    "joins_sizes": ((500, 1000, 2000, 5000), (12,)),
+    "joins_rate": (100, 100),
+    "joins_post_rate": (10, 10),
+    "joins_after_posts": (20, 5),
 }
 
 
@@ -48,11 +54,18 @@ class Skip(Exception):
 
 def size(name: str, quick: bool):
     full, small = SIZES[name]
-    # While working on one workload, e.g. BENCH_IDLE_SOCKETS=2000 (whole numbers only).
+    # While working on one workload, e.g. BENCH_IDLE_SOCKETS=2000 or BENCH_JOINS_SIZES=200,500.
     override = os.environ.get(f"BENCH_{name.upper()}")
     if override and isinstance(full, int):
         return int(override)
+    if override and isinstance(full, tuple):
+        return tuple(int(x) for x in override.split(","))
     return small if quick else full
+
+
+def only_targets(variable: str) -> list[str]:
+    """The targets named in an environment variable (comma-separated), or [] for all."""
+    return [n for n in os.environ.get(variable, "").split(",") if n]
 
 
 def new_prefix() -> str:
@@ -153,6 +166,8 @@ def _start(stack: Stack, server: str, app: str, env: dict[str, str]) -> Server:
         return stack.daphne(app, env)
     if server == "uvicorn":
         return stack.uvicorn(app, env)
+    if server == "serve":
+        return stack.serve(app, env)
     if server == "websockets":
         return stack.websockets_baseline()
     raise ValueError(server)
@@ -183,6 +198,9 @@ def profiled(server: Server, name: str):
     """With BENCH_PYSPY=DIR, a py-spy profile of the server over the measured window only.
 
     Written as DIR/<target>.raw (collapsed stacks); a development aid, never on by default.
+    BENCH_PYSPY_ARGS adds py-spy options, e.g. `--nonblocking` (the worker is not paused
+    for each sample: a truer picture of a busy worker) or `--gil` (only the thread holding
+    the GIL: where the Python CPU goes).
     """
     out_dir = os.environ.get("BENCH_PYSPY")
     if not out_dir:
@@ -191,6 +209,7 @@ def profiled(server: Server, name: str):
     py_spy = Path(sys.executable).with_name("py-spy")
     path = Path(out_dir) / f"{name}.raw"
     argv = [str(py_spy), "record", "-p", str(server.pid), "-r", "400", "-f", "raw", "-o", str(path)]
+    argv += os.environ.get("BENCH_PYSPY_ARGS", "").split()
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield
@@ -265,17 +284,22 @@ def fanout_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
 
 
 def fanout(prep: dict, quick: bool) -> dict[str, Any]:
+    from bench.joins import OVERLAP_TARGETS, overlap_target  # bench.joins imports this module
+
     targets = {}
-    names = list(FANOUT_TARGETS)
+    names = [*FANOUT_TARGETS, *OVERLAP_TARGETS]
     if quick:
-        names.remove("websockets-2clients")
+        # The smoke run (make test): the overlap's code is the same under either server.
+        for name in ("websockets-2clients", "service-uvicorn-overlap", "channels-uvicorn-overlap"):
+            names.remove(name)
     # While working on one target: BENCH_FANOUT_TARGETS=service-daphne,channels-daphne
-    only = [n for n in os.environ.get("BENCH_FANOUT_TARGETS", "").split(",") if n]
+    only = only_targets("BENCH_FANOUT_TARGETS")
     if only:
         names = [n for n in names if n in only]
     for name in names:
         try:
-            targets[name] = fanout_target(name, prep, quick)
+            run_target = overlap_target if name in OVERLAP_TARGETS else fanout_target
+            targets[name] = run_target(name, prep, quick)
         except Skip as exc:
             targets[name] = {"skipped": str(exc)}
         except Exception as exc:
@@ -292,6 +316,10 @@ def fanout(prep: dict, quick: bool) -> dict[str, Any]:
         ratios["channels_daphne_vs_websockets"] = round(rate["channels-daphne"] / rate["websockets"], 4)
     if rate.get("websockets-2clients") and rate.get("websockets"):
         ratios["websockets_2clients_vs_1client"] = round(rate["websockets-2clients"] / rate["websockets"], 3)
+    for server in ("daphne", "uvicorn"):
+        ours, theirs = rate.get(f"service-{server}-overlap"), rate.get(f"channels-{server}-overlap")
+        if ours and theirs:
+            ratios[f"service_{server}_overlap_vs_channels_{server}_overlap"] = round(ours / theirs, 3)
     return {"targets": targets, "ratios": ratios}
 
 
@@ -456,7 +484,10 @@ def workers_target(name: str, app: str, path: str, mode: str, prep: dict, quick:
         # members whether or not anyone posts; over a posting window well under a second they
         # are bursty noise that the idle-rate subtraction cannot remove. Spaced out here, so the
         # count is what a message costs; docs/benchmarks.md says so.
-        env = bench_env(CHANNEL_LAYER_PREFIX=prefix, PRESENCE_HEARTBEAT_SECONDS="3600")
+        # (The settings refuse a TTL under two heartbeats.)
+        env = bench_env(
+            CHANNEL_LAYER_PREFIX=prefix, PRESENCE_HEARTBEAT_SECONDS="3600", PRESENCE_TTL_SECONDS="7200"
+        )
         tag = uuid.uuid4().hex[:8]
         with Stack() as stack, Clients(2) as clients:
             try:
@@ -547,20 +578,25 @@ def workers(prep: dict, quick: bool) -> dict[str, Any]:
     return {"targets": out}
 
 
+def joins(prep: dict, quick: bool) -> dict[str, Any]:
+    from bench.joins import joins as run_joins  # bench.joins imports this module
+
+    return run_joins(prep, quick)
+
+
 WORKLOADS = {
     "fanout": (fanout, "fanout_sockets"),
     "push": (push, "push_users"),
     "broadcast": (broadcast, "broadcast_users"),
     "idle": (idle, "idle_sockets"),
-    "workers": (workers, None),
+    "workers": (workers, "workers_sizes"),
+    "joins": (joins, "joins_sizes"),
 }
 
 
 def users_needed(name: str, quick: bool) -> int:
-    key = WORKLOADS[name][1]
-    if key is None:
-        return max(size("workers_sizes", quick))
-    return size(key, quick)
+    value = size(WORKLOADS[name][1], quick)
+    return max(value) if isinstance(value, tuple) else value
 
 
 def run(name: str, quick: bool) -> dict[str, Any]:
