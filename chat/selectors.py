@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Subquery
 
 from chat.models import Message, Room
 
@@ -50,10 +50,21 @@ def last_message_id(*, room: Room) -> int | None:
 
 
 def room_state(*, room: Room, history: int) -> RoomState:
-    last_id = last_message_id(room=room)
-    rows = list(_live(room).order_by("-id")[:history]) if history else []
+    """The last `history` live messages, oldest first, and the newest id; one query when there are any."""
+    if not history:
+        return RoomState(messages=[], last_id=last_message_id(room=room))
+    newest = Message.objects.filter(room=room).order_by("-id").values("id")[:1]
+    rows = list(_live(room).annotate(newest_id=Subquery(newest)).order_by("-id")[:history])
+    # No live message: the room is empty, or holds only deleted ones.
+    last_id = rows[0].newest_id if rows else last_message_id(room=room)
     rows.reverse()
     return RoomState(messages=rows, last_id=last_id)
+
+
+def joinable_room(*, slug: str, user: AbstractBaseUser) -> tuple[Room | None, bool]:
+    """The room a socket asks for by slug (None if there is none), and whether `user` may join it."""
+    room = room_by_slug(slug=slug)
+    return room, room is not None and can_join(room=room, user=user)
 
 
 def history(*, room: Room, limit: int) -> list[Message]:

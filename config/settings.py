@@ -257,6 +257,10 @@ CHAT_ABUSE_WINDOW_SECONDS = env_float("CHAT_ABUSE_WINDOW_SECONDS", 10.0, minimum
 CHAT_TYPING_INTERVAL_SECONDS = env_float("CHAT_TYPING_INTERVAL_SECONDS", 1.0, minimum=0.0)
 CHAT_RATE_KEY_PREFIX = env_str("CHAT_RATE_KEY_PREFIX", "chat-rate")
 
+# Threads per lane for socket handlers' database work (realtime/db.py): one lane
+# for handshakes, one for the frames of open sockets; each thread holds a connection.
+DB_SOCKET_THREADS = env_int("DB_SOCKET_THREADS", 2, minimum=1)
+
 # --- Presence (see chat/presence.py) ---------------------------------------------------
 PRESENCE_BACKEND = env_str(
     "PRESENCE_BACKEND",

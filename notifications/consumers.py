@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from notifications import selectors, services
 from notifications.serializers import notification_dict
+from realtime import db
 from realtime.consumers import RealtimeConsumer
 from realtime.protocol import (
     NOTIFICATION_FRAMES,
@@ -31,11 +31,12 @@ from realtime.protocol import (
     user_group,
 )
 
-# The database is reached only through these, each wrapped once.
-inbox_state = database_sync_to_async(selectors.inbox_state)
-notifications_after = database_sync_to_async(selectors.notifications_after)
-mark_read = database_sync_to_async(services.mark_read)
-mark_all_read = database_sync_to_async(services.mark_all_read)
+# The database is reached only through these, each wrapped once, in the lane of
+# its kind (realtime.db).
+inbox_state = db.handshake(selectors.inbox_state)
+notifications_after = db.frames(selectors.notifications_after)
+mark_read = db.frames(services.mark_read)
+mark_all_read = db.frames(services.mark_all_read)
 
 
 def _notification_frame(event: dict[str, Any]) -> dict[str, Any]:

@@ -21,12 +21,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from realtime import drain, observe, wire
+from realtime import db, drain, observe, wire
 from realtime.errors import UNAVAILABLE_ERRORS, log_unavailable
 from realtime.hub import encoded_once, get_hub
 from realtime.protocol import (
@@ -46,7 +45,8 @@ from realtime.tokens import TOKEN_EXPIRED, InvalidToken, VerifiedToken, verify_t
 
 logger = logging.getLogger("realtime.socket")
 
-verify = database_sync_to_async(verify_token)
+# A token sent in an `auth` frame: the frames lane (realtime.db).
+verify = db.frames(verify_token)
 
 
 class CloseSocket(Exception):

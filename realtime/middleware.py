@@ -29,19 +29,19 @@ from importlib import import_module
 from types import SimpleNamespace
 from urllib.parse import SplitResult, urlsplit
 
-from channels.db import database_sync_to_async
 from channels.security.websocket import OriginValidator
 from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth.models import AnonymousUser
 from django.http.cookie import parse_cookie
 
+from realtime import db
 from realtime.errors import UNAVAILABLE_ERRORS, log_unavailable
 from realtime.tokens import InvalidToken, verify_token
 
 logger = logging.getLogger("realtime.auth")
 
-verify = database_sync_to_async(verify_token)
+verify = db.handshake(verify_token)
 
 
 class HandshakeSession(dict):
@@ -71,7 +71,7 @@ def session_user(session_key: str):
     return auth.get_user(SimpleNamespace(session=HandshakeSession(store.items())))
 
 
-user_for_session = database_sync_to_async(session_user)
+user_for_session = db.handshake(session_user)
 
 
 def header(scope: dict, name: bytes) -> bytes | None:

@@ -1,0 +1,51 @@
+"""Where socket handlers run their database work: two small thread pools, one per lane.
+
+Channels' `database_sync_to_async` runs every call of a process on one thread,
+first come first served. In a join storm that thread is busy with handshakes
+(session, room, the welcome's history), and a post from a socket already in the
+room waits behind all of them: with 1,000 users joining, posts took seconds to
+be stored. So socket handlers use two lanes, each a pool of its own threads:
+
+- `handshake`: what a new socket needs before its `welcome` (who is calling,
+  which room, its state);
+- `frames`: what open sockets ask for (posts, resumes, read state, gap reads).
+
+A storm of handshakes fills only its own lane. Each thread keeps its database
+connection as `DATABASE_CONN_MAX_AGE` says; Channels' wrapper closes broken
+and expired ones around every call, as before. Calls for one socket never run
+at the same time (a consumer handles one frame at a time), and ordering
+between sockets comes from the database's locks, not from the thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from channels.db import DatabaseSyncToAsync
+from django.conf import settings
+
+_pools: dict[str, ThreadPoolExecutor] = {}
+_lock = threading.Lock()
+
+
+def _pool(lane: str) -> ThreadPoolExecutor:
+    with _lock:
+        pool = _pools.get(lane)
+        if pool is None:
+            pool = _pools[lane] = ThreadPoolExecutor(
+                max_workers=settings.DB_SOCKET_THREADS, thread_name_prefix=f"relay-db-{lane}"
+            )
+        return pool
+
+
+def handshake(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`func` as a coroutine function that runs in the handshake lane."""
+    return DatabaseSyncToAsync(func, thread_sensitive=False, executor=_pool("handshake"))
+
+
+def frames(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`func` as a coroutine function that runs in the frames lane."""
+    return DatabaseSyncToAsync(func, thread_sensitive=False, executor=_pool("frames"))
