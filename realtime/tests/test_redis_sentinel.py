@@ -45,15 +45,6 @@ def world(db, alice, bob, carol, make_user):
     return apikeys.create_api_key(name="sentinel")[1]
 
 
-async def sees_online(watcher, username: str) -> None:
-    """`username` shows up on the watcher's socket: in a presence frame (or a welcome)."""
-    await next_frame(
-        watcher,
-        lambda f: username in f.get("joined", []) or username in f.get("online", []),
-        wait=20,
-    )
-
-
 async def lobby_socket(server: Server, user, opened: list):
     ws = await browser_socket(f"{server.ws}/ws/chat/lobby/", user)
     opened.append(ws)
@@ -62,10 +53,13 @@ async def lobby_socket(server: Server, user, opened: list):
 
 
 async def presence_is_shared(a: Server, b: Server, member, user, opened: list) -> None:
-    """A user joining on worker B is shown to a member watching on worker A."""
-    watcher = await lobby_socket(a, member, opened)
+    """A user online through worker B is in the online list a member gets from worker A."""
     await lobby_socket(b, user, opened)
-    await sees_online(watcher, user.username)
+    watcher = await browser_socket(f"{a.ws}/ws/chat/lobby/", member)
+    opened.append(watcher)
+    welcome = await next_frame(watcher, lambda f: f["type"] == "welcome")
+    assert user.username in welcome["online"], welcome
+    assert welcome["online_count"] == len(welcome["online"]) >= 2, welcome
 
 
 async def rate_limit_is_shared(a: Server, b: Server, user, opened: list) -> None:
