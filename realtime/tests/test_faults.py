@@ -153,7 +153,8 @@ async def test_sigkill_one_of_two_workers_clients_resume_on_the_other(world, ali
 
             async def carol_online():
                 frame = json.loads(await asyncio.wait_for(watcher.recv(), 20))
-                return frame["type"] in ("welcome", "presence") and "carol" in frame["online"]
+                # Presence v2: the welcome lists who is online, later frames who joined.
+                return "carol" in frame.get("online", []) or "carol" in frame.get("joined", [])
 
             await poll(carol_online, seconds=20, what="carol online")
             for n in range(5):
@@ -166,7 +167,7 @@ async def test_sigkill_one_of_two_workers_clients_resume_on_the_other(world, ali
             # Presence forgets the dead worker's users within 60 s.
             async def carol_forgotten():
                 frame = json.loads(await asyncio.wait_for(watcher.recv(), 60))
-                return frame["type"] == "presence" and "carol" not in frame["online"]
+                return frame["type"] == "presence" and "carol" in frame["left"]
 
             await poll(carol_forgotten, seconds=60, what="presence forgets carol")
         finally:
