@@ -19,9 +19,11 @@ from typing import Any
 
 from django.conf import settings
 from throttled.asyncio import Throttled, rate_limiter, store
+from throttled.exceptions import StoreUnavailableError
 from throttled.store import ConnectionFactory
 
 from realtime import redis_client
+from realtime.errors import UNAVAILABLE_ERRORS
 
 # throttled-py takes a rate as an integer count per whole-second period;
 # over 1000 s, any configured rate down to 0.001/s is exact to 0.001/s.
@@ -70,8 +72,18 @@ def _limiter() -> Throttled:
 
 
 async def allow_post(*, user_id: int, room_id: int) -> bool:
-    """Take one token from this user's bucket in this room; False when it is empty."""
-    result = await _limiter().limit(f"{user_id}:{room_id}")
+    """Take one token from this user's bucket in this room; False when it is empty.
+
+    Raises one of UNAVAILABLE_ERRORS when Redis cannot be reached.
+    """
+    try:
+        result = await _limiter().limit(f"{user_id}:{room_id}")
+    except StoreUnavailableError as exc:
+        # throttled-py wraps every Redis error in its own; Redis down or
+        # restarting is `unavailable` for the client, not a server bug.
+        if isinstance(exc.__cause__, UNAVAILABLE_ERRORS):
+            raise exc.__cause__ from None
+        raise
     return not result.limited
 
 
