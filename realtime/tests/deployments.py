@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import shutil
 import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from django.conf import settings
 from conftest import run_manage, subprocess_env
 from notifications.management.commands.seed_demo import DEMO_PASSWORD
 from realtime.tests.faults import PrivateRedis, poll, post_json, spare_port
-from realtime.tests.servers import free_port, server_argv, wait_ready
+from realtime.tests.servers import ServerProcess
 
 # What the test run sets so that its own processes share names in Redis; a
 # deployment of its own uses the defaults instead.
@@ -42,6 +41,7 @@ def deployment_env(*, database_url: str, **extra: str) -> dict[str, str]:
         DJANGO_SECURE_COOKIES="false",
         DATABASE_CONN_MAX_AGE="0",
         LOG_LEVEL="INFO",  # the start-up line with the namespace
+        DRAIN_GRACE_SECONDS="0.2",  # stopped with SIGTERM at the end: no proxy to wait for
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
@@ -89,40 +89,15 @@ async def query(database_url: str, sql: str, *params) -> list[tuple]:
         return await (await conn.execute(sql, params)).fetchall()
 
 
-class Server:
-    """One server process (`SERVERS[name]`) on a free loopback port."""
-
-    def __init__(self, name: str, env: dict[str, str], log_path: Path) -> None:
-        self.name = name
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.ws = f"ws://127.0.0.1:{self.port}"
-        self.env = env
-        self.log_path = log_path
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self._log = open(self.log_path, "ab")  # noqa: ASYNC230 - handed to the child
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *server_argv(self.name, self.port),
-            env=self.env,
-            cwd=str(settings.BASE_DIR),
-            stdout=self._log,
-            stderr=self._log,
-        )
-        await wait_ready(f"{self.base}/readyz", seconds=40, process=self.process)
-
-    async def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is not None:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+@contextlib.asynccontextmanager
+async def serving(*servers: tuple[str, dict[str, str], Path]) -> AsyncIterator[list[ServerProcess]]:
+    """Start (name, env, log path) servers together, wait until each is ready; stop them at the end."""
+    started = [ServerProcess(name, env, log_path) for name, env, log_path in servers]
+    try:
+        await asyncio.gather(*(asyncio.to_thread(server.wait_ready) for server in started))
+        yield started
+    finally:
+        await asyncio.gather(*(asyncio.to_thread(server.stop) for server in started))
 
 
 async def login(base: str, username: str) -> str:

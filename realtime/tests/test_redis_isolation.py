@@ -24,16 +24,9 @@ from dataclasses import dataclass
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from realtime.tests.deployments import (
-    Server,
-    demo_databases,
-    deployment_env,
-    login,
-    manage,
-    query,
-)
+from realtime.tests.deployments import demo_databases, deployment_env, login, manage, query, serving
 from realtime.tests.faults import PrivateRedis, publish, running
-from realtime.tests.servers import token_socket
+from realtime.tests.servers import ServerProcess, token_socket
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(180)]
 
@@ -55,14 +48,14 @@ async def next_frame(ws, *types: str, wait: float = 15.0) -> dict:
         ws.presence_seen = [*getattr(ws, "presence_seen", []), frame]
 
 
-def namespace_logged(server: Server) -> str:
+def namespace_logged(server: ServerProcess) -> str:
     (namespace,) = set(re.findall(r"event=redis_namespace namespace=(\S+)", server.log()))
     return namespace
 
 
 @dataclass
 class Deployment:
-    server: Server
+    server: ServerProcess
     env: dict[str, str]
     database_url: str
     key: str  # an API key for /api/publish/*
@@ -90,21 +83,18 @@ async def deployments(tmp_path):
     redis = PrivateRedis()
     await redis.start()
     async with running(redis), demo_databases(2) as databases:
-        made = []
-        for n, (database_url, server) in enumerate(
-            zip(databases, ("daphne", "uvicorn-websockets"), strict=True)
-        ):
-            env = deployment_env(
-                database_url=database_url, REDIS_URL=f"redis://127.0.0.1:{redis.port}/{n + 1}"
+        envs, keys = [], []
+        for n, database_url in enumerate(databases, start=1):
+            envs.append(
+                deployment_env(database_url=database_url, REDIS_URL=f"redis://127.0.0.1:{redis.port}/{n}")
             )
-            key = (await manage(env, "createapikey", f"iso-{n}")).split()[-1]
-            made.append(
-                Deployment(Server(server, env, tmp_path / f"deployment{n + 1}.log"), env, database_url, key)
-            )
-        async with running(*(d.server for d in made)):
-            for deployment in made:
-                await deployment.server.start()
-            yield made
+            keys.append((await manage(envs[-1], "createapikey", f"iso-{n}")).split()[-1])
+        launchers = [
+            ("daphne", envs[0], tmp_path / "first.log"),
+            ("uvicorn-websockets", envs[1], tmp_path / "second.log"),
+        ]
+        async with serving(*launchers) as servers:
+            yield [Deployment(*made) for made in zip(servers, envs, databases, keys, strict=True)]
 
 
 async def test_a_second_deployment_on_the_same_redis_reaches_none_of_the_first_ones_sockets(deployments):

@@ -2,11 +2,12 @@
 
 A master, a replica and a sentinel on private ports (realtime/tests/deployments.py,
 `PrivateSentinel`), two workers given only `REDIS_SENTINELS` (no `REDIS_URL`), one
-under `python -m realtime.serve` and one under uvicorn, default settings otherwise
-but a small chat burst. Presence and the rate limit used to read `REDIS_URL` only,
-so with Sentinel each worker silently kept its own. Here they are shared between the
-workers before and after the master is killed, and pushes go on after the failover:
-the recording clients end with every row of the database, no gap, no duplicate.
+under `python -m realtime.serve` and one under uvicorn, with the fault tests'
+settings (realtime/tests/faults.py) and a small chat burst. Presence and the rate
+limit used to read `REDIS_URL` only, so with Sentinel each worker silently kept its
+own. Here they are shared between the workers before and after the master is
+killed, and pushes go on after the failover: the recording clients end with every
+row of the database, no gap, no duplicate.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from chat import services as chat_services
-from conftest import subprocess_env
 from realtime import apikeys
-from realtime.tests.deployments import PrivateSentinel, Server, deployment_env
-from realtime.tests.faults import Poster, check_answers, follow, poll, running, settle, stop_following
-from realtime.tests.servers import browser_socket, http_get
+from realtime.tests.deployments import PrivateSentinel, serving
+from realtime.tests.faults import Poster, check_answers, follow, poll, settle, stop_following, worker_env
+from realtime.tests.servers import ServerProcess, browser_socket, http_get
 from realtime.tests.test_fault_postgres import next_frame, post_on_socket
 
 pytestmark = [
@@ -45,14 +45,14 @@ def world(db, alice, bob, carol, make_user):
     return apikeys.create_api_key(name="sentinel")[1]
 
 
-async def lobby_socket(server: Server, user, opened: list):
+async def lobby_socket(server: ServerProcess, user, opened: list):
     ws = await browser_socket(f"{server.ws}/ws/chat/lobby/", user)
     opened.append(ws)
     await next_frame(ws, lambda f: f["type"] == "welcome")
     return ws
 
 
-async def presence_is_shared(a: Server, b: Server, member, user, opened: list) -> None:
+async def presence_is_shared(a: ServerProcess, b: ServerProcess, member, user, opened: list) -> None:
     """A user online through worker B is in the online list a member gets from worker A."""
     await lobby_socket(b, user, opened)
     watcher = await browser_socket(f"{a.ws}/ws/chat/lobby/", member)
@@ -62,7 +62,7 @@ async def presence_is_shared(a: Server, b: Server, member, user, opened: list) -
     assert welcome["online_count"] == len(welcome["online"]) >= 2, welcome
 
 
-async def rate_limit_is_shared(a: Server, b: Server, user, opened: list) -> None:
+async def rate_limit_is_shared(a: ServerProcess, b: ServerProcess, user, opened: list) -> None:
     """A user's chat burst is one bucket across the workers: posts past it are refused on either."""
     sockets = [await lobby_socket(a, user, opened), await lobby_socket(b, user, opened)]
     answers = [
@@ -99,26 +99,20 @@ async def test_presence_rate_limit_and_pushes_follow_a_sentinel_failover(world, 
     users = {u.username: u async for u in get_user_model().objects.all()}
     spares = [users[name] for name in SPARES]
     async with PrivateSentinel(tmp_path) as sentinel:
-        env = deployment_env(
-            database_url=subprocess_env()["DATABASE_URL"],  # this test's database
-            REDIS_URL="",
+        env = worker_env(
+            sentinel.master,
+            REDIS_URL="",  # only the sentinels: what every Redis client must follow
             REDIS_SENTINELS=sentinel.address,
             REDIS_SENTINEL_MASTER=sentinel.service,
             CHAT_RATE_BURST=str(BURST),
             CHAT_RATE_PER_SECOND="0.001",
-            # As in the other fault tests: notice a dead feed within seconds, not a minute.
-            HUB_HEARTBEAT_SECONDS="0.5",
-            HUB_HEARTBEAT_TIMEOUT_SECONDS="3",
-            REDIS_SOCKET_TIMEOUT="6",
-            REDIS_CONNECT_TIMEOUT="1",
-            LOG_LEVEL="WARNING",
         )
-        a = Server("realtime.serve", env, tmp_path / "a.log")
-        b = Server("uvicorn-websockets", env, tmp_path / "b.log")
+        launchers = [
+            ("realtime.serve", env, tmp_path / "a.log"),
+            ("uvicorn-websockets", env, tmp_path / "b.log"),
+        ]
         opened: list = []
-        async with running(a, b):
-            await a.start()
-            await b.start()
+        async with serving(*launchers) as (a, b):
             followers, tasks = await follow([a.ws, b.ws], alice)
             poster = Poster([a.base, b.base], world)
             try:
