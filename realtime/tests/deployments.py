@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import signal
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -107,6 +110,16 @@ async def login(base: str, username: str) -> str:
     )
     assert status == 200, body
     return body["access"]
+
+
+def get_json(url: str, *, token: str) -> tuple[int, dict]:
+    """(status, JSON body) of a GET with a bearer token."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310 - loopback
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
 
 
 async def manage(env: dict[str, str], *args: str) -> str:

@@ -19,9 +19,19 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from chat import services as chat_services
+from conftest import DEMO_PASSWORD
 from realtime import apikeys
-from realtime.tests.deployments import PrivateSentinel, serving
-from realtime.tests.faults import Poster, check_answers, follow, poll, settle, stop_following, worker_env
+from realtime.tests.deployments import PrivateSentinel, get_json, serving
+from realtime.tests.faults import (
+    Poster,
+    check_answers,
+    follow,
+    poll,
+    post_json,
+    settle,
+    stop_following,
+    worker_env,
+)
 from realtime.tests.servers import ServerProcess, browser_socket, http_get
 from realtime.tests.test_fault_postgres import next_frame, post_on_socket
 
@@ -60,6 +70,15 @@ async def presence_is_shared(a: ServerProcess, b: ServerProcess, member, user, o
     welcome = await next_frame(watcher, lambda f: f["type"] == "welcome")
     assert user.username in welcome["online"], welcome
     assert welcome["online_count"] == len(welcome["online"]) >= 2, welcome
+    # The online list over HTTP (presence's blocking client) says the same.
+    status, token = await asyncio.to_thread(
+        post_json, f"{a.base}/api/token/", {"username": member.username, "password": DEMO_PASSWORD}
+    )
+    assert status == 200, token
+    status, page = await asyncio.to_thread(
+        get_json, f"{a.base}/api/chat/rooms/lobby/online/", token=token["access"]
+    )
+    assert status == 200 and user.username in page["results"], page
 
 
 async def rate_limit_is_shared(a: ServerProcess, b: ServerProcess, user, opened: list) -> None:
