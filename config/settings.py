@@ -142,9 +142,9 @@ REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 2000, minimum=10)
 # and rate-limit keys): by default a hash of the database and the Redis db
 # number, so deployments sharing a Redis server never hear each other.
 # The settings so far are this module: the factory reads the REDIS_* names from it.
-_REDIS_CONF = sys.modules[__name__]
+_here = sys.modules[__name__]
 REDIS_NAMESPACE = redis_client.namespace_for(
-    env_str("REDIS_NAMESPACE"), database=DATABASES["default"], conf=_REDIS_CONF
+    env_str("REDIS_NAMESPACE"), database=DATABASES["default"], conf=_here
 )
 
 # "pubsub" (RedisPubSubChannelLayer, the default) or "core" (RedisChannelLayer,
@@ -162,12 +162,12 @@ if CHANNEL_LAYER_BACKEND not in _LAYER_CLASSES:
     raise ImproperlyConfigured(f"CHANNEL_LAYER_BACKEND must be one of {sorted(_LAYER_CLASSES)}")
 CHANNEL_LAYER_PREFIX = env_str("CHANNEL_LAYER_PREFIX", "asgi")
 
-if redis_client.configured(_REDIS_CONF):
+if redis_client.configured(_here):
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": _LAYER_CLASSES[CHANNEL_LAYER_BACKEND],
             "CONFIG": {
-                "hosts": [redis_client.layer_host(_REDIS_CONF)],
+                "hosts": [redis_client.layer_host(_here)],
                 "prefix": redis_client.layer_prefix(CHANNEL_LAYER_PREFIX, REDIS_NAMESPACE),
                 # Read by the core layer only; the pub/sub layer has no queues.
                 "capacity": env_int("CHANNEL_LAYER_CAPACITY", 1000, minimum=1),
@@ -247,7 +247,7 @@ CHAT_RATE_KEY_PREFIX = env_str("CHAT_RATE_KEY_PREFIX", "chat-rate")
 # --- Presence (see chat/presence.py) ---------------------------------------------------
 PRESENCE_BACKEND = env_str(
     "PRESENCE_BACKEND",
-    "chat.presence.RedisPresence" if redis_client.configured(_REDIS_CONF) else "chat.presence.MemoryPresence",
+    "chat.presence.RedisPresence" if redis_client.configured(_here) else "chat.presence.MemoryPresence",
 )
 PRESENCE_KEY_PREFIX = env_str("PRESENCE_KEY_PREFIX", "presence")
 PRESENCE_TTL_SECONDS = env_float("PRESENCE_TTL_SECONDS", 60.0, minimum=0.01)
