@@ -127,24 +127,6 @@ async def manage(env: dict[str, str], *args: str) -> str:
 
 
 # --- Redis with Sentinel ---------------------------------------------------------------------
-class _Node(PrivateRedis):
-    """A private redis-server with extra arguments (a replica's `--replicaof`)."""
-
-    def __init__(self, *extra: str) -> None:
-        super().__init__()
-        self.extra = extra
-
-    async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            shutil.which("redis-server") or "redis-server",
-            *("--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
-            *self.extra,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        await poll(self._answers, seconds=10, what="private redis up")
-
-
 class PrivateSentinel:
     """A master, a replica and one sentinel (quorum 1) on spare loopback ports.
 
@@ -158,8 +140,10 @@ class PrivateSentinel:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         # A replica writes the master's snapshot to its directory: the test's, not the cwd.
-        self.master = _Node("--dir", str(directory))
-        self.replica = _Node("--dir", str(directory), "--replicaof", "127.0.0.1", str(self.master.port))
+        self.master = PrivateRedis("--dir", str(directory))
+        self.replica = PrivateRedis(
+            "--dir", str(directory), "--replicaof", "127.0.0.1", str(self.master.port)
+        )
         self.port = spare_port()
         self.sentinel: asyncio.subprocess.Process | None = None
 
