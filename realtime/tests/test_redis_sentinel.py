@@ -49,10 +49,9 @@ SPARES = [f"user{n}" for n in range(8)]
 
 @pytest.fixture
 def world(db, alice, bob, carol, make_user):
-    for name in ("dave", *SPARES):
-        make_user(name)
+    """The lobby, an API key, and users to spare: (key, users)."""
     chat_services.create_room(slug="lobby", title="Lobby")
-    return apikeys.create_api_key(name="sentinel")[1]
+    return apikeys.create_api_key(name="sentinel")[1], [make_user(name) for name in ("dave", *SPARES)]
 
 
 async def lobby_socket(server: ServerProcess, user, opened: list):
@@ -113,10 +112,7 @@ async def shared(check, users: list, opened: list) -> None:
 
 async def test_presence_rate_limit_and_pushes_follow_a_sentinel_failover(world, alice, bob, carol, tmp_path):
     """Shared presence and rate limit on two workers, the master killed, pushes resume on the new one."""
-    from django.contrib.auth import get_user_model
-
-    users = {u.username: u async for u in get_user_model().objects.all()}
-    spares = [users[name] for name in SPARES]
+    key, (dave, *spares) = world
     async with PrivateSentinel(tmp_path) as sentinel:
         env = worker_env(
             sentinel.master,
@@ -133,9 +129,9 @@ async def test_presence_rate_limit_and_pushes_follow_a_sentinel_failover(world, 
         opened: list = []
         async with serving(*launchers) as (a, b):
             followers, tasks = await follow([a.ws, b.ws], alice)
-            poster = Poster([a.base, b.base], world)
+            poster = Poster([a.base, b.base], key)
             try:
-                await shared(partial(presence_is_shared, a, b, bob), [carol, users["dave"]], opened)
+                await shared(partial(presence_is_shared, a, b, bob), [carol, dave], opened)
                 await shared(partial(rate_limit_is_shared, a, b), spares[:2], opened)
                 for n in range(4):
                     await poster.post(n)
