@@ -32,11 +32,15 @@ def pytest_configure(config):
     # connections there would outlive the test database.
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
     # Names of this run's own in a shared Redis: parallel runs, and a `make run`
-    # on the same Redis, never hear each other or touch each other's keys.
+    # on the same Redis, never hear each other or touch each other's keys. The
+    # run's namespace (realtime/redis_client.py) is in every one of them.
+    from realtime.redis_client import layer_prefix
+
     run = f"test-{uuid.uuid4().hex[:8]}"
+    settings.REDIS_NAMESPACE = run
     layer = settings.CHANNEL_LAYERS["default"]
     if "redis" in layer["BACKEND"]:
-        layer["CONFIG"]["prefix"] = run
+        layer["CONFIG"]["prefix"] = layer_prefix(settings.CHANNEL_LAYER_PREFIX, run)
         # Each layer connection names itself (CLIENT SETNAME), so a test that
         # cuts them, as a Redis restart would, finds its own and no one else's.
         layer["CONFIG"]["hosts"] = [{**host, "client_name": run} for host in layer["CONFIG"]["hosts"]]
@@ -156,9 +160,10 @@ def subprocess_env() -> dict[str, str]:
         )
     else:
         env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
-    layer = settings.CHANNEL_LAYERS["default"]
-    if "redis" in layer["BACKEND"]:
-        env["CHANNEL_LAYER_PREFIX"] = layer["CONFIG"]["prefix"]
+    # The run's namespace and names (see pytest_configure), not the namespace the
+    # test database's name would give: the settings add it to each name.
+    env["REDIS_NAMESPACE"] = settings.REDIS_NAMESPACE
+    env["CHANNEL_LAYER_PREFIX"] = settings.CHANNEL_LAYER_PREFIX
     env["PRESENCE_KEY_PREFIX"] = settings.PRESENCE_KEY_PREFIX
     env["CHAT_RATE_KEY_PREFIX"] = settings.CHAT_RATE_KEY_PREFIX
     env.setdefault("DJANGO_SECRET_KEY", settings.SECRET_KEY)

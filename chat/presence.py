@@ -43,6 +43,7 @@ from typing import Any
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from realtime import redis_client
 from realtime.errors import UNAVAILABLE_ERRORS, log_unavailable
 from realtime.hub import Hub, get_hub
 from realtime.protocol import Event
@@ -118,7 +119,7 @@ class PresenceStore:
     """
 
     def key(self, room: str) -> str:
-        return f"{settings.PRESENCE_KEY_PREFIX}:{room}"
+        return f"{redis_client.namespaced(settings.PRESENCE_KEY_PREFIX)}:{room}"
 
     async def join(self, room: str, *, entry: str, first: int) -> Outcome:
         """Add a socket's entry; `names` are the first `first` users online after it."""
@@ -302,7 +303,7 @@ _POOL_SIZE = 64
 
 
 class RedisPresence(PresenceStore):
-    """Redis (`REDIS_URL`), shared by every worker process; Redis' clock for expiry."""
+    """Redis (`REDIS_URL` or Sentinel), shared by every worker process; Redis' clock for expiry."""
 
     def __init__(self) -> None:
         # redis.asyncio clients belong to the event loop that made them.
@@ -311,26 +312,22 @@ class RedisPresence(PresenceStore):
         self._sync_lock = threading.Lock()
 
     def _script(self):
-        from redis.asyncio import BlockingConnectionPool, Redis
-
         loop = asyncio.get_running_loop()
         script = self._clients.get(loop)
         if script is None:
             # A pool that makes callers wait for a free connection: redis-py's
             # default raises past 100, which lost leaves when a thousand sockets
             # closed at once (found by bench/soak.py).
-            pool = BlockingConnectionPool.from_url(
-                settings.REDIS_URL, max_connections=_POOL_SIZE, timeout=settings.PRESENCE_TTL_SECONDS
+            client = redis_client.async_client(
+                max_connections=_POOL_SIZE, wait_seconds=settings.PRESENCE_TTL_SECONDS
             )
-            script = self._clients[loop] = Redis(connection_pool=pool).register_script(_SCRIPT)
+            script = self._clients[loop] = client.register_script(_SCRIPT)
         return script
 
     def _sync_script(self):
         with self._sync_lock:
             if self._sync is None:
-                from redis import Redis
-
-                self._sync = Redis.from_url(settings.REDIS_URL).register_script(_SCRIPT)
+                self._sync = redis_client.sync_client().register_script(_SCRIPT)
             return self._sync
 
     def _keys(self, room: str) -> list[str]:

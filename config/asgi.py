@@ -12,7 +12,11 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from config.routing import websocket_urlpatterns  # noqa: E402
+from realtime import redis_client  # noqa: E402
 from realtime.middleware import socket_stack  # noqa: E402
+
+# Once per server process: the workers of one deployment must show the same namespace.
+redis_client.log_start_up()
 
 application = ProtocolTypeRouter(
     {

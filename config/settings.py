@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -18,6 +19,7 @@ from config.env import (
     is_placeholder_secret,
     load_env_file,
 )
+from realtime import redis_client
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -121,13 +123,30 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Channel layer ----------------------------------------------------------------
+# --- Redis and the channel layer --------------------------------------------------
 # REDIS_URL (one Redis) or REDIS_SENTINELS (Redis with Sentinel, for high
 # availability) turns on the Redis layer that carries group messages between
-# worker processes and machines. See README, "Production".
+# worker processes and machines, and shares presence and rate limits between
+# them. realtime/redis_client.py builds every Redis connection from these.
+# See README, "Production".
 REDIS_URL = env_str("REDIS_URL")
 REDIS_SENTINELS = env_list("REDIS_SENTINELS", [])
 REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER", "mymaster")
+REDIS_SENTINEL_DB = env_int("REDIS_SENTINEL_DB", 0)
+REDIS_PASSWORD = env_str("REDIS_PASSWORD")  # the master's, with Sentinel
+# The read timeout must exceed the core layer's 5 s blocking pop.
+REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 15.0, minimum=6.0)
+REDIS_CONNECT_TIMEOUT = env_float("REDIS_CONNECT_TIMEOUT", 5.0, minimum=0.1)
+REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 2000, minimum=10)
+# Part of every name this deployment uses in Redis (channels, groups, presence
+# and rate-limit keys): by default a hash of the database and the Redis db
+# number, so deployments sharing a Redis server never hear each other.
+# The settings so far are this module: the factory reads the REDIS_* names from it.
+_here = sys.modules[__name__]
+REDIS_NAMESPACE = redis_client.namespace_for(
+    env_str("REDIS_NAMESPACE"), database=DATABASES["default"], conf=_here
+)
+
 # "pubsub" (RedisPubSubChannelLayer, the default) or "core" (RedisChannelLayer,
 # sorted sets with capacity and expiry). Pub/sub measured 4-15x faster
 # (deploy/layer_compare.py, README "Production"); neither guarantees delivery,
@@ -141,47 +160,15 @@ _LAYER_CLASSES = {
 }
 if CHANNEL_LAYER_BACKEND not in _LAYER_CLASSES:
     raise ImproperlyConfigured(f"CHANNEL_LAYER_BACKEND must be one of {sorted(_LAYER_CLASSES)}")
+CHANNEL_LAYER_PREFIX = env_str("CHANNEL_LAYER_PREFIX", "asgi")
 
-
-def _sentinel_host(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ImproperlyConfigured("REDIS_SENTINELS must be host:port[,host:port...]")
-    return host, int(port)
-
-
-# Passed to every Redis connection pool the layer makes. redis-py's default
-# 5 s read timeout equals the core layer's 5 s blocking pop, so idle sockets'
-# receives failed at random; its default pool of 100 connections raises
-# instead of waiting when many handshakes arrive at once.
-_REDIS_OPTIONS = {
-    "socket_timeout": env_float("REDIS_SOCKET_TIMEOUT", 15.0, minimum=6.0),
-    "socket_connect_timeout": env_float("REDIS_CONNECT_TIMEOUT", 5.0, minimum=0.1),
-    "max_connections": env_int("REDIS_MAX_CONNECTIONS", 2000, minimum=10),
-}
-
-if REDIS_SENTINELS:
-    # channels_redis builds a SentinelConnectionPool from a dict with
-    # master_name and sentinels; the other keys go to each master connection.
-    _redis_host: dict | str = {
-        "master_name": REDIS_SENTINEL_MASTER,
-        "sentinels": [_sentinel_host(address) for address in REDIS_SENTINELS],
-        "db": env_int("REDIS_SENTINEL_DB", 0),
-        **_REDIS_OPTIONS,
-    }
-    if env_str("REDIS_PASSWORD"):  # the master's; sentinels are asked without one
-        _redis_host["password"] = env_str("REDIS_PASSWORD")
-elif REDIS_URL:
-    _redis_host = {"address": REDIS_URL, **_REDIS_OPTIONS}
-else:
-    _redis_host = ""
-if _redis_host:
+if redis_client.configured(_here):
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": _LAYER_CLASSES[CHANNEL_LAYER_BACKEND],
             "CONFIG": {
-                "hosts": [_redis_host],
-                "prefix": env_str("CHANNEL_LAYER_PREFIX", "asgi"),
+                "hosts": [redis_client.layer_host(_here)],
+                "prefix": redis_client.layer_prefix(CHANNEL_LAYER_PREFIX, REDIS_NAMESPACE),
                 # Read by the core layer only; the pub/sub layer has no queues.
                 "capacity": env_int("CHANNEL_LAYER_CAPACITY", 1000, minimum=1),
                 "expiry": env_int("CHANNEL_LAYER_EXPIRY", 60, minimum=1),
@@ -264,7 +251,7 @@ DB_SOCKET_THREADS = env_int("DB_SOCKET_THREADS", 2, minimum=1)
 # --- Presence (see chat/presence.py) ---------------------------------------------------
 PRESENCE_BACKEND = env_str(
     "PRESENCE_BACKEND",
-    "chat.presence.RedisPresence" if REDIS_URL else "chat.presence.MemoryPresence",
+    "chat.presence.RedisPresence" if redis_client.configured(_here) else "chat.presence.MemoryPresence",
 )
 PRESENCE_KEY_PREFIX = env_str("PRESENCE_KEY_PREFIX", "presence")
 PRESENCE_TTL_SECONDS = env_float("PRESENCE_TTL_SECONDS", 60.0, minimum=0.01)

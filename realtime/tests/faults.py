@@ -67,16 +67,17 @@ async def poll(check, *, seconds: float, what: str):
 
 
 class PrivateRedis:
-    def __init__(self) -> None:
+    def __init__(self, *options: str) -> None:
         self.port = spare_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.options = options  # more redis-server options, e.g. a replica's --replicaof
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
             shutil.which("redis-server") or "redis-server",
             *("--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
-            *("--daemonize", "no"),
+            *("--daemonize", "no", *self.options),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )

@@ -73,7 +73,7 @@ async def test_logout_in_another_process_closes_the_sockets_here(socket_for, ali
     env = {
         **os.environ,
         "DATABASE_URL": _test_database_url(),
-        "CHANNEL_LAYER_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
+        "REDIS_NAMESPACE": settings.REDIS_NAMESPACE,
         "DJANGO_ALLOWED_HOSTS": "testserver,localhost",
     }
     result = await sync_to_async(subprocess.run)(
