@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any
@@ -87,24 +88,81 @@ def send_batches_now(event: dict[str, Any], batches: Sequence[list[Recipient]]) 
 
 
 def _send(messages: Sequence[Outgoing]) -> bool:
-    """Send enveloped messages from sync code; True when all reached the channel layer."""
+    """Send enveloped messages from sync code.
+
+    Inside a server (a socket's database call, an HTTP view) the messages go to
+    the server's event loop, in order, and this returns at once: the database
+    thread does not wait for Redis, nor for its turn on a loop busy with other
+    sockets. Its True then means "handed over"; a failure is logged (and
+    counted) by the loop. Elsewhere (commands, scripts) it waits, and True means
+    every message reached the channel layer.
+    """
+    loop = _server_loop()
+    if loop is not None:
+        _outbox(loop).hand_over(messages)
+        return True
     try:
         with metrics.PUSH_SEND.time():
-            if _server_loop() is not None or _in_process_layer():
+            if _in_process_layer():
                 async_to_sync(asend)(messages)
             else:
                 asyncio.run_coroutine_threadsafe(asend(messages), _background_loop()).result(
                     timeout=_SEND_TIMEOUT_SECONDS
                 )
-    except UNAVAILABLE_ERRORS:
-        observe.layer_failure("push")
-        logger.warning("push failed: channel layer unavailable (%d messages)", len(messages))
-        return False
-    except Exception:
-        observe.layer_failure("push")
-        logger.exception("push failed (%d messages)", len(messages))
+    except Exception as exc:
+        _failed(exc, len(messages))
         return False
     return True
+
+
+def _failed(exc: BaseException, count: int) -> None:
+    observe.layer_failure("push")
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        logger.warning("push failed: channel layer unavailable (%d messages)", count)
+    else:
+        logger.error("push failed (%d messages)", count, exc_info=exc)
+
+
+class _Outbox:
+    """Pushes handed over by other threads, sent by one task on the server's loop in arrival order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[Sequence[Outgoing]] = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+
+    def hand_over(self, messages: Sequence[Outgoing]) -> None:
+        self.loop.call_soon_threadsafe(self._put, messages)
+
+    def _put(self, messages: Sequence[Outgoing]) -> None:
+        self.queue.put_nowait(messages)
+        if self.task is None or self.task.done():
+            self.task = self.loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while not self.queue.empty():
+            # Whatever has queued up meanwhile goes out together (still in order).
+            batch = [self.queue.get_nowait()]
+            while not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            outgoing = [message for messages in batch for message in messages]
+            try:
+                with metrics.PUSH_SEND.time():
+                    await asend(outgoing)
+            except Exception as exc:
+                _failed(exc, len(outgoing))
+
+
+_outboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Outbox] = weakref.WeakKeyDictionary()
+_outbox_lock = threading.Lock()
+
+
+def _outbox(loop: asyncio.AbstractEventLoop) -> _Outbox:
+    with _outbox_lock:
+        outbox = _outboxes.get(loop)
+        if outbox is None:
+            outbox = _outboxes[loop] = _Outbox(loop)
+        return outbox
 
 
 def _server_loop() -> asyncio.AbstractEventLoop | None:
