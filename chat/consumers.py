@@ -91,7 +91,7 @@ class ChatConsumer(RealtimeConsumer):
                 "type": "welcome",
                 "user": {"id": self.user.pk, "username": self.username},
                 "room": room_dict(room),
-                "messages": [message_dict(m, room_slug=room.slug) for m in state.messages],
+                "messages": state.messages,
                 "online": snapshot.online,
                 "online_count": snapshot.count,
                 "last_id": state.last_id,

@@ -1,0 +1,45 @@
+"""The welcome's hand-written query gives the same answer as the ORM's reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from chat import selectors, services
+from chat.serializers import message_dict
+
+pytestmark = pytest.mark.django_db
+
+
+def orm_state(room, history: int) -> tuple[list[dict], int | None]:
+    rows = selectors.history(room=room, limit=history)
+    return [message_dict(m, room_slug=room.slug) for m in rows], selectors.last_message_id(room=room)
+
+
+def state(room, history: int) -> tuple[list[dict], int | None]:
+    answer = selectors.room_state(room=room, history=history)
+    return answer.messages, answer.last_id
+
+
+def test_room_state_matches_the_orm_with_authors_system_messages_and_deletions(lobby, alice, bob):
+    """Authors, system messages (no author), client ids and deleted messages read as the ORM reads them."""
+    services.post_message(room=lobby, author=alice, body="one", client_id="c1")
+    services.post_message(room=lobby, author=None, body="system")
+    doomed, _ = services.post_message(room=lobby, author=bob, body="deleted")
+    services.post_message(room=lobby, author=bob, body="two")
+    services.delete_message(message=doomed)
+    assert state(lobby, 50) == orm_state(lobby, 50)
+    assert state(lobby, 2) == orm_state(lobby, 2)
+    assert [m["body"] for m in state(lobby, 50)[0]] == ["one", "system", "two"]
+
+
+def test_room_state_counts_a_deleted_newest_message_and_empty_rooms(lobby, other_room, alice):
+    """The newest id includes deleted messages; a room with none live, or none at all, still answers."""
+    assert state(other_room, 50) == ([], None)
+    message, _ = services.post_message(room=lobby, author=alice, body="only")
+    services.delete_message(message=message)
+    assert state(lobby, 50) == ([], message.id) == orm_state(lobby, 50)
+    later, _ = services.post_message(room=lobby, author=alice, body="later")
+    services.delete_message(message=later)
+    services.post_message(room=lobby, author=alice, body="kept")
+    assert state(lobby, 50) == orm_state(lobby, 50)
+    assert state(lobby, 0) == ([], selectors.last_message_id(room=lobby))
