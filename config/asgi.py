@@ -12,11 +12,14 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from config.routing import websocket_urlpatterns  # noqa: E402
-from realtime import redis_client  # noqa: E402
+from realtime import adapter, redis_client  # noqa: E402
 from realtime.middleware import socket_stack  # noqa: E402
 
 # Once per server process: the workers of one deployment must show the same namespace.
 redis_client.log_start_up()
+# Under daphne (its CLI, runserver, realtime.serve): every close code reaches
+# the client, and SIGTERM drains; a no-op under uvicorn.
+adapter.install()
 
 application = ProtocolTypeRouter(
     {

@@ -25,7 +25,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from realtime import db, drain, observe, wire
+from realtime import adapter, db, drain, observe, wire
 from realtime.errors import UNAVAILABLE_ERRORS, log_unavailable
 from realtime.hub import encoded_once, get_hub
 from realtime.protocol import (
@@ -137,8 +137,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         """Channels' path to the server for every ASGI message this consumer sends.
 
         A client can go away at any moment, even between the 101 and the first
-        frame. ASGI then lets the server raise an OSError from send (uvicorn
-        raises ClientDisconnected; daphne drops the message silently). Raised
+        frame. ASGI then lets the server raise from send (uvicorn raises
+        ClientDisconnected; daphne, between the client's close frame and the
+        lost connection, autobahn's Disconnected: `adapter.is_closed_send_error`). Raised
         here, it would abort the handler that was sending, skip the cleanup in
         `disconnect()` and log a traceback. The server's `websocket.disconnect`
         is on its way to `receive` whatever the server, so: note that the
@@ -146,7 +147,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         """
         try:
             await self._server_send(message)
-        except OSError:
+        except Exception as exc:
+            if not adapter.is_closed_send_error(exc):
+                raise
             self.closed = True
 
     async def connect(self) -> None:
@@ -160,6 +163,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         observe.socket_accepted(self)  # metrics
         if not drain.register(self):  # this worker is shutting down: reconnect elsewhere
             await self.close_with(CloseCode.RESTARTING, "server_restarting")
+            return
         elif self.scope.get("unavailable"):
             # The handshake could not look the caller up (realtime.middleware): retry later.
             await self.close_with(CloseCode.SERVER_ERROR, "unavailable")

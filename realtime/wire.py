@@ -34,6 +34,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from realtime import adapter
+
 logger = logging.getLogger("realtime.wire")
 
 
@@ -98,13 +100,15 @@ def writer_for(send: Any, *, limit: int) -> Writer | None:
         daphne_ws = sys.modules.get("daphne.ws_protocol")
         protocol = send.args[0]
         if daphne_ws is not None and isinstance(protocol, daphne_ws.WebSocketProtocol):
-            return _TwistedWriter(protocol, limit)
+            return _TwistedWriter(protocol, limit) if adapter.supported("daphne") else None
         return None
     # uvicorn hands the application a bound method of its protocol object.
     protocol = getattr(send, "__self__", None)
     if protocol is None:
         return None
     module = type(protocol).__module__
+    if module.startswith("uvicorn.") and not adapter.supported("uvicorn"):
+        return None
     if module == "uvicorn.protocols.websockets.websockets_impl":
         from websockets.protocol import State
 

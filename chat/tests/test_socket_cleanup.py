@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import REGISTRY
 
-from conftest import receive_type
+from conftest import closed_with, receive_type
+from realtime import drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,3 +30,16 @@ async def test_a_socket_whose_application_is_cancelled_still_leaves(socket_for, 
     assert open_chat_sockets() == before
     bobs = await socket_for("/ws/chat/lobby/", bob)
     assert (await receive_type(bobs, "welcome"))["online"] == ["bob"]
+
+
+async def test_a_socket_accepted_while_draining_never_shows_its_user_online(socket_for, alice, bob, lobby):
+    """A worker that drains closes a new socket with 1012 at once, and its user never joins the room."""
+    await drain.drain(grace=0, close_timeout=0)
+    try:
+        refused = await socket_for("/ws/chat/lobby/", alice)
+        assert await closed_with(refused) == (1012, "server_restarting")
+    finally:
+        drain.reset()
+    watcher = await socket_for("/ws/chat/lobby/", bob)
+    welcome = await receive_type(watcher, "welcome")
+    assert welcome["online"] == ["bob"]

@@ -25,6 +25,8 @@ APP = "config.asgi:application"
 SERVERS = {
     "daphne": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", APP],
     "realtime.serve": ["-m", "realtime.serve", "--bind", "127.0.0.1", "--port", "{port}", APP],
+    # daphne's runserver (daphne is in INSTALLED_APPS); no reloader, so the test's pid is the server's.
+    "runserver": ["manage.py", "runserver", "--noreload", "127.0.0.1:{port}"],
     "uvicorn-websockets": [
         "-m", "uvicorn", APP, "--host", "127.0.0.1", "--port", "{port}", "--ws", "websockets",
     ],

@@ -1,14 +1,16 @@
-"""The handshake under every server the project runs under (realtime.tests.servers.SERVERS).
+"""The handshake and the close under every server the project runs under (realtime.tests.servers.SERVERS).
 
 One process per server, started together and shared by the module's tests:
 clients that drop right after the 101, malformed Origin headers, a refused
-bearer token.
+bearer token, oversized frames (1009), clients that close while the server
+sends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 
 import pytest
@@ -43,11 +45,6 @@ MALFORMED_ORIGINS = [
     "null",
     "",
 ]
-# Plain daphne: autobahn parses the Origin before the application sees the
-# handshake and answers one it cannot parse with 400 itself (no traceback).
-# realtime.serve's protocol class turns that into 403; plain daphne runs
-# autobahn's own until that class is installed there too (issue 13, item 1).
-REFUSED_BY_AUTOBAHN = 400
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +141,7 @@ async def test_a_malformed_origin_is_refused_with_403(server, servers, alice):
     answers = {origin: await status(origin) for origin in origins}
     log = worker.log_since(mark)
     assert "Traceback" not in log, log
-    refusals = {403, REFUSED_BY_AUTOBAHN} if server == "daphne" else {403}
-    assert {origin: code for origin, code in answers.items() if code not in refusals} == {}
+    assert {origin: code for origin, code in answers.items() if code != 403} == {}
     assert await status(ORIGIN) == 101
 
 
@@ -170,5 +166,103 @@ async def test_a_refused_bearer_token_is_closed_with_4401_and_its_reason(server,
             await asyncio.wait_for(socket.recv(), 10)
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4401
-    if server != "daphne":  # plain daphne drops every close reason (daphne#374; issue 13, item 1)
-        assert closed.value.rcvd.reason == "invalid_token"
+    assert closed.value.rcvd.reason == "invalid_token"
+
+
+async def oversized_frame(worker: ServerProcess, cookie: str) -> tuple[int | None, str | None]:
+    """A chat socket that sends one 70 KB frame after its welcome; the close it gets."""
+    headers = {"Cookie": f"{settings.SESSION_COOKIE_NAME}={cookie}"}
+    async with connect(
+        f"{worker.ws}/ws/chat/lobby/", origin=ORIGIN, additional_headers=headers, open_timeout=10
+    ) as socket:
+        assert json.loads(await asyncio.wait_for(socket.recv(), 10))["type"] == "welcome"
+        await socket.send(json.dumps({"type": "message", "body": "x" * 70_000}))
+        try:
+            while True:
+                await asyncio.wait_for(socket.recv(), 10)
+        except ConnectionClosed as closed:
+            return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, None)
+
+
+@pytest.mark.parametrize("server", list(SERVERS))
+async def test_oversized_frames_are_closed_1009_and_leave_nothing_behind(server, servers, make_user, bob):
+    """100 sockets each send a 70 KB frame: 1009 `frame_too_large`, gauge back, user offline, no traceback."""
+    worker = servers[server]
+    sender = await database_sync_to_async(make_user)("oversized")
+    await database_sync_to_async(chat_services.create_room)(slug="lobby", title="Lobby")
+    cookie = await database_sync_to_async(session_cookie)(sender)
+    mark = worker.log_size()
+    before = await asyncio.to_thread(open_sockets, worker.base)
+    gate = asyncio.Semaphore(10)
+
+    async def one() -> tuple[int | None, str | None]:
+        async with gate:
+            return await oversized_frame(worker, cookie)
+
+    closes = await asyncio.gather(*(one() for _ in range(100)))
+    assert set(closes) == {(1009, "frame_too_large")}
+
+    async def gauge_back():
+        now = await asyncio.to_thread(open_sockets, worker.base)
+        return now.get("chat", 0) == before.get("chat", 0)
+
+    await poll(gauge_back, seconds=20, what=f"open-socket gauge back to {before}")
+
+    async def sender_offline():
+        return "oversized" not in await online_in_lobby(worker, bob)
+
+    await poll(sender_offline, seconds=20, what="the user who sent them is no longer online")
+    log = worker.log_since(mark)
+    assert "Traceback" not in log, log
+    assert " ERROR " not in log, log
+
+
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """A masked client frame (payload under 126 bytes)."""
+    mask = os.urandom(4)
+    masked = bytes(byte ^ mask[n % 4] for n, byte in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
+
+
+async def ping_then_close(worker: ServerProcess, cookie: str) -> None:
+    """A `ping` and a close frame in one write: the server answers into a socket that is closing."""
+    status, reader, writer = await handshake(
+        worker.port,
+        "/ws/notifications/",
+        {"Origin": ORIGIN, "Cookie": f"{settings.SESSION_COOKIE_NAME}={cookie}"},
+    )
+    assert status == 101
+    assert await asyncio.wait_for(reader.read(65536), 10)  # the welcome: the consumer waits for frames
+    ping = client_frame(0x1, json.dumps({"type": "ping"}).encode())
+    writer.write(ping + client_frame(0x8, (1000).to_bytes(2, "big")))
+    await writer.drain()
+    while await asyncio.wait_for(reader.read(65536), 10):
+        pass  # until the server closes the connection
+    writer.close()
+    await writer.wait_closed()
+
+
+@pytest.mark.parametrize("server", list(SERVERS))
+async def test_clients_that_close_while_the_server_sends_cause_no_traceback(server, servers, make_user):
+    """40 clients send `ping` and a close at once: every socket cleaned up, no traceback logged."""
+    worker = servers[server]
+    closer = await database_sync_to_async(make_user)("closer")
+    cookie = await database_sync_to_async(session_cookie)(closer)
+    mark = worker.log_size()
+    before = await asyncio.to_thread(open_sockets, worker.base)
+    gate = asyncio.Semaphore(10)
+
+    async def one() -> None:
+        async with gate:
+            await ping_then_close(worker, cookie)
+
+    await asyncio.gather(*(one() for _ in range(40)))
+
+    async def gauge_back():
+        now = await asyncio.to_thread(open_sockets, worker.base)
+        return now.get("notifications", 0) == before.get("notifications", 0)
+
+    await poll(gauge_back, seconds=20, what=f"open-socket gauge back to {before}")
+    log = worker.log_since(mark)
+    assert "Traceback" not in log, log
+    assert " ERROR " not in log, log
