@@ -35,7 +35,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from chat.models import Message
 from conftest import subprocess_env, tcp_probe
 from notifications.models import Notification
-from realtime.tests.servers import browser_socket, free_port, http_get, token_socket
+from realtime.tests.servers import browser_socket, free_port, http_get, server_argv, token_socket
 
 _claimed: set[int] = set()
 
@@ -188,7 +188,10 @@ class PrivatePostgres:
 
 
 class Worker:
-    def __init__(self, env: dict[str, str], log_path) -> None:
+    """A worker process: `server` names its launcher in realtime.tests.servers.SERVERS."""
+
+    def __init__(self, env: dict[str, str], log_path, server: str = "realtime.serve") -> None:
+        self.server = server
         self.port = spare_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.ws = f"ws://127.0.0.1:{self.port}"
@@ -200,7 +203,7 @@ class Worker:
         self._log = open(self.log_path, "ab")  # noqa: ASYNC230 - handed to the child
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
-            *("-m", "realtime.serve", "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"),
+            *server_argv(self.server, self.port),
             env=self.env,
             cwd=str(settings.BASE_DIR),
             stdout=self._log,
