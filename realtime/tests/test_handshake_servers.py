@@ -89,6 +89,25 @@ async def online_in_lobby(server: ServerProcess, user) -> list[str]:
     return welcome["online"]
 
 
+async def assert_nothing_left(worker: ServerProcess, *, before: dict, mark: int, offline=None, watcher=None):
+    """Gauge back to `before`, user `offline` not in the lobby (as `watcher` sees it), no traceback logged."""
+
+    async def gauge_back():
+        now = await asyncio.to_thread(open_sockets, worker.base)
+        return all(now.get(endpoint, 0) == before.get(endpoint, 0) for endpoint in ("chat", "notifications"))
+
+    await poll(gauge_back, seconds=20, what=f"open-socket gauge back to {before}")
+    if offline is not None:
+
+        async def gone():
+            return offline not in await online_in_lobby(worker, watcher)
+
+        await poll(gone, seconds=20, what=f"{offline} no longer online")
+    log = worker.log_since(mark)
+    assert "Traceback" not in log, log
+    assert " ERROR " not in log, log
+
+
 @pytest.mark.parametrize("server", list(SERVERS))
 async def test_clients_that_drop_right_after_the_101_leave_nothing_behind(server, servers, make_user, bob):
     """60 drops: the open-socket gauge returns to its value before, the user is not online, no traceback."""
@@ -107,20 +126,7 @@ async def test_clients_that_drop_right_after_the_101_leave_nothing_behind(server
             await drop_after_101(worker.port, paths[n % len(paths)], cookie)
 
     await asyncio.gather(*(drop(n) for n in range(60)))
-
-    async def gauge_back():
-        now = await asyncio.to_thread(open_sockets, worker.base)
-        return all(now.get(endpoint, 0) == before.get(endpoint, 0) for endpoint in ("chat", "notifications"))
-
-    await poll(gauge_back, seconds=20, what=f"open-socket gauge back to {before}")
-
-    async def dropper_offline():
-        return "dropper" not in await online_in_lobby(worker, bob)
-
-    await poll(dropper_offline, seconds=20, what="the user who dropped is no longer online")
-    log = worker.log_since(mark)
-    assert "Traceback" not in log, log
-    assert " ERROR " not in log, log
+    await assert_nothing_left(worker, before=before, mark=mark, offline="dropper", watcher=bob)
 
 
 @pytest.mark.parametrize("server", list(SERVERS))
@@ -201,20 +207,7 @@ async def test_oversized_frames_are_closed_1009_and_leave_nothing_behind(server,
 
     closes = await asyncio.gather(*(one() for _ in range(100)))
     assert set(closes) == {(1009, "frame_too_large")}
-
-    async def gauge_back():
-        now = await asyncio.to_thread(open_sockets, worker.base)
-        return now.get("chat", 0) == before.get("chat", 0)
-
-    await poll(gauge_back, seconds=20, what=f"open-socket gauge back to {before}")
-
-    async def sender_offline():
-        return "oversized" not in await online_in_lobby(worker, bob)
-
-    await poll(sender_offline, seconds=20, what="the user who sent them is no longer online")
-    log = worker.log_since(mark)
-    assert "Traceback" not in log, log
-    assert " ERROR " not in log, log
+    await assert_nothing_left(worker, before=before, mark=mark, offline="oversized", watcher=bob)
 
 
 def client_frame(opcode: int, payload: bytes) -> bytes:
@@ -257,12 +250,4 @@ async def test_clients_that_close_while_the_server_sends_cause_no_traceback(serv
             await ping_then_close(worker, cookie)
 
     await asyncio.gather(*(one() for _ in range(40)))
-
-    async def gauge_back():
-        now = await asyncio.to_thread(open_sockets, worker.base)
-        return now.get("notifications", 0) == before.get("notifications", 0)
-
-    await poll(gauge_back, seconds=20, what=f"open-socket gauge back to {before}")
-    log = worker.log_since(mark)
-    assert "Traceback" not in log, log
-    assert " ERROR " not in log, log
+    await assert_nothing_left(worker, before=before, mark=mark)
