@@ -309,6 +309,12 @@ LOGGING = {
     },
 }
 
+# --- Metrics (realtime/metrics.py) ----------------------------------------------------
+# Set: GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>` (what Prometheus
+# sends with `authorization: {credentials: ...}`). Unset: loopback only, and a
+# request carrying a forwarded-address header never counts as loopback.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+
 # --- Graceful drain on SIGTERM (realtime/serve.py) ----------------------------------
 # Sockets stay open this long after SIGTERM (in-flight work finishes, the proxy
 # notices the closed port), then get 1012 and reconnect to another worker.
