@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import sys
 from pathlib import Path
 
@@ -221,6 +222,11 @@ WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 65536, minimum=64)
 # every frame); it resumes when it reconnects.
 WS_MAX_BUFFER_BYTES = env_int("WS_MAX_BUFFER_BYTES", 4 * 1024 * 1024, minimum=1024)
 WS_AUTH_TIMEOUT_SECONDS = env_float("WS_AUTH_TIMEOUT_SECONDS", 5.0, minimum=0.01)
+# A connection must have sent a whole request line and headers this long after
+# it opened (or after its previous response): a client trickling a handshake a
+# byte at a time, or saying nothing, is closed (realtime.adapter, under daphne
+# and uvicorn alike; the servers' own idle timeouts restart on every byte).
+HTTP_HEADER_TIMEOUT_SECONDS = env_float("HTTP_HEADER_TIMEOUT_SECONDS", 10.0, minimum=0.1)
 WS_MAX_IDS_PER_FRAME = env_int("WS_MAX_IDS_PER_FRAME", 1000, minimum=1)
 NOTIFICATIONS_REPLAY_LIMIT = env_int("NOTIFICATIONS_REPLAY_LIMIT", 100, minimum=1)
 API_PAGE_MAX = env_int("API_PAGE_MAX", 100, minimum=1)
@@ -286,6 +292,11 @@ LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOG_FORMAT = env_str("LOG_FORMAT", "plain").lower()
 if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured("LOG_FORMAT must be plain or json")
+# uvicorn configures its logging before it imports the application (and these
+# settings): `--no-access-log` has left its access logger without a handler.
+_uvicorn_access_log_off = "uvicorn.access" in logging.root.manager.loggerDict and not (
+    logging.getLogger("uvicorn.access").handlers
+)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -306,8 +317,19 @@ LOGGING = {
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         "django.server": {"handlers": [], "level": "INFO", "propagate": True},
         "django.db.backends": {"level": "INFO"},
+        # uvicorn gives its loggers handlers of its own, which print request lines
+        # (query strings included) unfiltered: route them through the redacting one.
+        # Their levels stay uvicorn's (--log-level).
+        "uvicorn": {"handlers": ["console"], "propagate": False},
+        "uvicorn.access": {"handlers": [] if _uvicorn_access_log_off else ["console"], "propagate": False},
     },
 }
+
+# --- Metrics (realtime/metrics.py) ----------------------------------------------------
+# Set: GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>` (what Prometheus
+# sends with `authorization: {credentials: ...}`). Unset: loopback only, and a
+# request carrying a forwarded-address header never counts as loopback.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 # --- Graceful drain on SIGTERM (realtime/serve.py) ----------------------------------
 # Sockets stay open this long after SIGTERM (in-flight work finishes, the proxy

@@ -15,13 +15,23 @@ autobahn and Twisted are the versions pinned in requirements.txt and, if so:
 - drains on SIGTERM as `realtime.serve` does (`realtime.drain`): it stops
   listening, sockets mid-handshake get 1012, open ones get 1012 after
   DRAIN_GRACE_SECONDS, then the reactor stops. Plain daphne would cut every
-  connection at once (1006).
+  connection at once (1006);
+- bounds the time a connection may take to send its request headers
+  (HTTP_HEADER_TIMEOUT_SECONDS): Twisted's only timeout is an idle one that
+  every byte restarts, so a handshake fed a byte every few seconds stayed open.
 
-With other versions it logs a warning and installs nothing: the application
-then runs on plain ASGI (close codes as that daphne sends them, no drain), and
-`realtime.wire` sends through ASGI rather than its pre-framed writers, as it
-does under a uvicorn other than the pinned one (`supported`). uvicorn needs
-nothing installed: it sends every close code and drains with 1012 itself.
+Whatever the version, under daphne it masks credentials in the access log's
+request paths (`realtime.logging.redact`): daphne's command line writes that
+log to stdout itself, past the logging filters.
+
+With other versions it logs a warning and installs nothing else: the
+application then runs on plain ASGI (close codes as that daphne sends them, no
+drain, no header deadline), and `realtime.wire` sends through ASGI rather than
+its pre-framed writers, as it does under a uvicorn other than the pinned one
+(`supported`). uvicorn sends every close code and drains with 1012 itself;
+under the pinned uvicorn this module adds the same header deadline to its h11
+protocol, which arms no timer until a first request has been answered (an idle
+or trickling connection stayed open for good, and uvicorn has no option for it).
 """
 
 from __future__ import annotations
@@ -75,22 +85,119 @@ def under_daphne() -> bool:
     return "daphne.server" in sys.modules
 
 
+def under_uvicorn() -> bool:
+    """This process serves through uvicorn (its server module is loaded before the application;
+    nothing else imports it)."""
+    return "uvicorn.server" in sys.modules
+
+
 def install(*, drain_on_sigterm: bool = True) -> None:
-    """Adapt the server running this process, if it is daphne; idempotent."""
-    if _state.get("installed") or not under_daphne() or not supported("daphne"):
+    """Adapt the server running this process (daphne or uvicorn); idempotent."""
+    if under_uvicorn() and supported("uvicorn"):
+        # Not exclusive of the daphne branch: Django's set-up imports daphne.server
+        # (daphne is an installed app) under uvicorn too, where it is inert.
+        _bound_uvicorn_headers()
+    if _state.get("installed") or not under_daphne():
+        return
+    _redact_daphne_access_log()
+    if not supported("daphne"):
         return
     _state["installed"] = True
+    from daphne.http_protocol import HTTPFactory
     from daphne.ws_protocol import WebSocketFactory
 
-    from realtime.daphne_protocol import RelayWebSocketProtocol
+    from realtime.daphne_protocol import RelayWebSocketProtocol, header_deadline_channel
 
-    # daphne builds its factory in Server.run(), after the application is
-    # imported, and the factory builds every socket from this class attribute.
+    # daphne builds its factories in Server.run(), after the application is
+    # imported, and they build every connection from these class attributes.
     WebSocketFactory.protocol = RelayWebSocketProtocol
+    HTTPFactory.protocol = header_deadline_channel
     if drain_on_sigterm:
         from twisted.internet import reactor
 
         reactor.callWhenRunning(_drain_on_sigterm)
+
+
+def _redact_daphne_access_log() -> None:
+    # Every access log entry (the command line's AccessLogGenerator, which
+    # writes to stdout, and runserver's) comes through Server.log_action with
+    # the request's path and query string as the client sent them.
+    from daphne.server import Server
+
+    if getattr(Server.log_action, "redacts", False):
+        return
+    from realtime.logging import redact
+
+    log_action = Server.log_action
+
+    def redacting_log_action(self, protocol, action, details):
+        if isinstance(details.get("path"), str):
+            details = {**details, "path": redact(details["path"])}
+        return log_action(self, protocol, action, details)
+
+    redacting_log_action.redacts = True
+    Server.log_action = redacting_log_action
+
+
+def _bound_uvicorn_headers() -> None:
+    """A deadline on uvicorn's h11 protocol: a whole request head within HTTP_HEADER_TIMEOUT_SECONDS.
+
+    Armed when the connection opens and again after each response (uvicorn's
+    own keep-alive timer starts only then and is cancelled by any byte);
+    disarmed as soon as h11 has parsed a request's head. httptools is not
+    installed (requirements.txt), so uvicorn's "auto" picks h11.
+    """
+    import h11
+    from django.conf import settings
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    if getattr(H11Protocol, "relay_header_deadline", False):
+        return
+    connection_made = H11Protocol.connection_made
+    connection_lost = H11Protocol.connection_lost
+    handle_events = H11Protocol.handle_events
+    on_response_complete = H11Protocol.on_response_complete
+
+    def disarm(protocol) -> None:
+        timer = protocol.__dict__.pop("_relay_header_timer", None)
+        if timer is not None:
+            timer.cancel()
+
+    def expire(protocol) -> None:
+        protocol.__dict__.pop("_relay_header_timer", None)
+        # IDLE: h11 has not seen a whole request head since the timer was armed.
+        if protocol.conn.their_state is h11.IDLE and not protocol.transport.is_closing():
+            protocol.transport.close()
+
+    def arm(protocol) -> None:
+        disarm(protocol)
+        protocol._relay_header_timer = protocol.loop.call_later(
+            settings.HTTP_HEADER_TIMEOUT_SECONDS, expire, protocol
+        )
+
+    def relay_connection_made(self, transport):
+        connection_made(self, transport)
+        arm(self)
+
+    def relay_connection_lost(self, exc):
+        disarm(self)
+        connection_lost(self, exc)
+
+    def relay_handle_events(self):
+        handle_events(self)
+        if self.conn.their_state is not h11.IDLE:
+            disarm(self)
+
+    def relay_on_response_complete(self):
+        if not self.transport.is_closing():
+            arm(self)
+        on_response_complete(self)
+
+    H11Protocol.connection_made = relay_connection_made
+    H11Protocol.connection_lost = relay_connection_lost
+    H11Protocol.handle_events = relay_handle_events
+    H11Protocol.on_response_complete = relay_on_response_complete
+    H11Protocol.relay_header_deadline = True
 
 
 def _drain_on_sigterm() -> None:

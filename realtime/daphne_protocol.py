@@ -1,4 +1,5 @@
-"""daphne's WebSocket protocol with every close code and its reason (installed by realtime.adapter).
+"""daphne's WebSocket protocol with every close code and its reason, and its HTTP channel with a
+deadline on request headers (both installed by realtime.adapter).
 
 Imported only under daphne, by `realtime.adapter.install()`: importing
 daphne's modules elsewhere would install Twisted's reactor in a uvicorn worker.
@@ -10,6 +11,7 @@ import logging
 
 from autobahn.util import encode_truncate
 from daphne.ws_protocol import WebSocketProtocol
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 
 from realtime.adapter import SENDABLE_CLOSE_CODES
 from realtime.wire import twisted_buffered
@@ -61,3 +63,57 @@ class RelayWebSocketProtocol(WebSocketProtocol):
             return
         logger.warning("event=slow_client_dropped buffered=%d", twisted_buffered(self.transport))
         self.transport.abortConnection()
+
+
+class HeaderDeadlineChannel(HTTPChannel):
+    """Twisted's HTTP channel, closed when a request's headers take longer than HTTP_HEADER_TIMEOUT_SECONDS.
+
+    Twisted's `timeOut` is an idle timeout that every byte restarts: a client
+    sending one byte every few seconds kept a connection (and its buffers) for
+    as long as it liked. This deadline runs from the connection's opening, and
+    from each response's end on a kept-alive connection, to the blank line
+    that ends the headers; a WebSocket handshake is handed to autobahn only
+    after that line, so it is bounded too.
+    """
+
+    _header_timer = None
+
+    def connectionMade(self):
+        super().connectionMade()
+        self._arm_header_deadline()
+
+    def allHeadersReceived(self):
+        self._disarm_header_deadline()
+        super().allHeadersReceived()
+
+    def requestDone(self, request):
+        # Armed first: super() may parse a pipelined request's headers (which disarms it).
+        if self.persistent:
+            self._arm_header_deadline()
+        super().requestDone(request)
+
+    def connectionLost(self, reason):
+        self._disarm_header_deadline()
+        super().connectionLost(reason)
+
+    def _arm_header_deadline(self) -> None:
+        from django.conf import settings
+
+        self._disarm_header_deadline()
+        self._header_timer = self.callLater(settings.HTTP_HEADER_TIMEOUT_SECONDS, self._header_deadline)
+
+    def _disarm_header_deadline(self) -> None:
+        timer, self._header_timer = self._header_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _header_deadline(self) -> None:
+        self._header_timer = None
+        if self.transport is not None:
+            # Twisted's own timeout path: close, and abort if the client does not let go.
+            self.timeoutConnection()
+
+
+def header_deadline_channel(factory) -> _GenericHTTPChannelProtocol:
+    """What daphne's HTTPFactory builds per connection (Twisted's default, with the deadline channel)."""
+    return _GenericHTTPChannelProtocol(HeaderDeadlineChannel())

@@ -5,7 +5,9 @@ in depth for libraries that might (a server logging ASGI headers at a trace
 level, a request line carrying a token someone put in a query string, an
 exception message quoting its input). It rewrites the formatted message, and
 the traceback text, of every record that passes through a handler it is
-attached to (settings.LOGGING puts it on the console handler).
+attached to (settings.LOGGING puts it on the console handler, which also
+carries uvicorn's access log). `redact` is also what realtime.adapter applies
+to daphne's access log, which daphne writes to stdout without `logging`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,16 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), MASK),
     # Our API keys: keep the public prefix, which identifies the key in logs.
     (re.compile(r"\b(rk_[a-z0-9]{8}_)[A-Za-z0-9_-]+"), rf"\1{MASK}"),
+    # A query parameter whose name says it carries a credential (token, access_token, api_key,
+    # apikey, password, client_secret, auth, sessionid, signature...): the value goes,
+    # the name stays, so an access log line still shows which parameters a client sent.
+    (
+        re.compile(
+            r"(?i)([?&;][^=&;\s\"'#]*(?:token|passw|pwd|secret|key|auth|session|sig|credential)"
+            r"[^=&;\s\"'#]*=)[^&;\s\"'#]+"
+        ),
+        rf"\1{MASK}",
+    ),
     # key=value or "key": "value" for the names credentials travel under.
     (
         re.compile(

@@ -10,13 +10,24 @@ scrape also tells which worker is unwell. Sum across workers in PromQL.
 
 Labels are only ever our own names (endpoint, frame and event types, error
 and close codes), never user input, so their number stays small.
+
+The endpoint is not public (contract v2): with METRICS_TOKEN set it needs
+`Authorization: Bearer <METRICS_TOKEN>`, from anywhere; without it, only a
+request from loopback that carries no forwarded-address header. The header
+check matters: `--proxy-headers` (the image's command) makes daphne take the
+client address from X-Forwarded-For, whose first entry the client writes.
 """
 
 from __future__ import annotations
 
+import hmac
+
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+from realtime.http import authorization, error_response, unauthorized
 
 OPEN_SOCKETS = Gauge("relay_websocket_open", "WebSockets open now, by endpoint", ["endpoint"])
 CONNECTIONS = Counter("relay_websocket_connections_total", "WebSockets accepted", ["endpoint"])
@@ -46,6 +57,31 @@ LAYER_FAILURES = Counter(
 DRAINING = Gauge("relay_draining", "1 while this worker drains after SIGTERM")
 
 
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
+# Headers by which a proxy (or a client pretending to be one) names another client address.
+FORWARDED_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+
+
+def _refusal(request: HttpRequest) -> HttpResponse | None:
+    """Why this request may not read the metrics, as a JSON error; None when it may."""
+    token = settings.METRICS_TOKEN
+    if token:
+        auth = authorization(request)
+        if auth is None or auth[0] != "bearer":
+            return unauthorized("send Authorization: Bearer <METRICS_TOKEN>", "Bearer")
+        # Constant time: the comparison must not tell how much of a guess was right.
+        if not hmac.compare_digest(auth[1].encode(), token.encode()):
+            return unauthorized("wrong metrics token", 'Bearer error="invalid_token"')
+        return None
+    forwarded = any(name in request.headers for name in FORWARDED_HEADERS)
+    if request.META.get("REMOTE_ADDR") not in LOOPBACK or forwarded:
+        return error_response(403, "forbidden", "metrics are served to loopback only (or set METRICS_TOKEN)")
+    return None
+
+
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
+    refused = _refusal(request)
+    if refused is not None:
+        return refused
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)

@@ -162,6 +162,14 @@ def test_proxy_forwards_websockets():
     assert timeout and int(timeout.group(1)) >= 3600
 
 
+def test_proxy_bounds_request_headers_as_the_workers_do():
+    """nginx's client_header_timeout is the workers' default HTTP_HEADER_TIMEOUT_SECONDS (nginx's: 60 s)."""
+    match = re.search(r"^\s*client_header_timeout\s+(\d+)s;", read("deploy/nginx.conf"), re.M)
+    assert match, "deploy/nginx.conf sets no client_header_timeout"
+    default = re.search(r'env_float\("HTTP_HEADER_TIMEOUT_SECONDS", ([\d.]+)', read("config/settings.py"))
+    assert float(match.group(1)) == float(default.group(1))
+
+
 def test_proxy_passes_the_browsers_host_with_its_port():
     """Each proxied location forwards $http_host (localhost:8100), which Django's CSRF check compares."""
     locations = re.findall(r"location\s+[^{]*\{(.*?)\}", read("deploy/nginx.conf"), re.S)
