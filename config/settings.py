@@ -261,6 +261,9 @@ WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 65536, minimum=64)
 WS_MAX_BUFFER_BYTES = env_int("WS_MAX_BUFFER_BYTES", 4 * 1024 * 1024, minimum=1024)
 WS_AUTH_TIMEOUT_SECONDS = env_float("WS_AUTH_TIMEOUT_SECONDS", 5.0, minimum=0.01)
 WS_MAX_IDS_PER_FRAME = env_int("WS_MAX_IDS_PER_FRAME", 1000, minimum=1)
+# A socket's error frames are logged one line per interval plus a count (realtime.observe.error),
+# so a client sending bad frames cannot flood the log; 0 logs every one.
+WS_ERROR_LOG_INTERVAL_SECONDS = env_float("WS_ERROR_LOG_INTERVAL_SECONDS", 10.0, minimum=0.0)
 NOTIFICATIONS_REPLAY_LIMIT = env_int("NOTIFICATIONS_REPLAY_LIMIT", 100, minimum=1)
 API_PAGE_MAX = env_int("API_PAGE_MAX", 100, minimum=1)
 API_PAGE_DEFAULT = env_int("API_PAGE_DEFAULT", 20, minimum=1)
