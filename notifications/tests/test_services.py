@@ -69,7 +69,7 @@ UNSAFE_URLS = [
     "/ok/\\..\\evil",
     "/ok\x00",
     "/ok\x7f",
-    "/ok\x85",
+    "/o\x85k",
     "http:/\\evil.example",
     "https:\\\\evil.example",
     "http:///evil.example",

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 
 import pytest
-from django.conf import settings
 
+from config.settings import _socket_sources
 from conftest import http, receive_type
 from realtime.logs import FIELDS
 
@@ -38,10 +38,21 @@ async def test_every_response_carries_a_strict_content_security_policy(path):
     assert policy["base-uri"] == ["'none'"]
     assert policy["frame-ancestors"] == ["'none'"]
     assert policy["connect-src"][0] == "'self'"
-    for host in settings.ALLOWED_HOSTS:
+    for host in ("localhost", "127.0.0.1"):  # DJANGO_ALLOWED_HOSTS (the default here)
         assert {f"ws://{host}:*", f"wss://{host}:*"} <= set(policy["connect-src"])
     assert "'unsafe-inline'" not in headers["content-security-policy"]
     assert "'unsafe-eval'" not in headers["content-security-policy"]
+
+
+def test_socket_sources_follow_the_allowed_hosts_syntax():
+    """A subdomain pattern covers the domain and its subdomains, `*` any host; IPv6 is left to 'self'."""
+    assert _socket_sources([".example.com", "[::1]"]) == [
+        "ws://*.example.com:*",
+        "wss://*.example.com:*",
+        "ws://example.com:*",
+        "wss://example.com:*",
+    ]
+    assert _socket_sources(["localhost", "*"]) == ["ws:", "wss:"]
 
 
 @pytest.mark.parametrize(
