@@ -376,18 +376,41 @@ async def browser():
         await chromium.close()
 
 
+# Every document reports each Content-Security-Policy violation to the test (before any page
+# script runs; Playwright's init scripts and bindings are not subject to the page's policy).
+REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (e) => {
+  const what = `${e.effectiveDirective} blocked ${e.blockedURI || "inline"}`;
+  window.__relayCspViolation(`${what} on ${e.documentURI}`);
+});
+"""
+
+
 class BrowserUser:
-    """One browser context logged in as one user; records page errors and dialogs."""
+    """One browser context logged in as one user; records page errors, CSP violations and dialogs."""
 
     def __init__(self, context, user) -> None:
         self.context = context
         self.user = user
         self.errors: list[str] = []
+        self.csp_violations: list[str] = []
         self.dialogs: list[str] = []
+
+    async def watch_csp(self) -> None:
+        await self.context.expose_binding(
+            "__relayCspViolation", lambda _source, text: self.csp_violations.append(text)
+        )
+        await self.context.add_init_script(REPORT_CSP_VIOLATIONS)
+
+    def _console(self, message) -> None:
+        # Chromium also reports violations (and a policy it cannot parse) on the console.
+        if "Content Security Policy" in message.text:
+            self.csp_violations.append(f"console: {message.text}")
 
     async def page(self, path: str = "/"):
         page = await self.context.new_page()
         page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        page.on("console", self._console)
 
         async def dismiss(dialog):
             self.dialogs.append(f"{dialog.type}: {dialog.message}")
@@ -418,6 +441,7 @@ async def browser_as(browser, live_server_asgi):
                 [{"name": settings.SESSION_COOKIE_NAME, "value": key, "url": live_server_asgi.url}]
             )
         browser_user = BrowserUser(context, user)
+        await browser_user.watch_csp()
         users.append(browser_user)
         return browser_user
 
@@ -426,6 +450,8 @@ async def browser_as(browser, live_server_asgi):
         await browser_user.context.close()
     errors = [error for u in users for error in u.errors]
     assert not errors, f"JavaScript errors on the pages: {errors}"
+    violations = [violation for u in users for violation in u.csp_violations]
+    assert not violations, f"Content-Security-Policy violations on the pages: {violations}"
 
 
 async def save_screenshot(page, name: str) -> None:

@@ -11,6 +11,7 @@ writer at a time, which orders inserts by itself.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -38,6 +39,22 @@ ALL_INBOXES = 0
 # Above this many recipients one table-wide lock replaces per-user locks.
 PER_USER_LOCK_MAX = 64
 MAX_DATA_BYTES = 16 * 1024
+
+# A notification's `url` becomes a link on the pages (static/js/inbox.js applies the same rule).
+# Browsers read a backslash as a slash and drop tabs and newlines inside a URL, so
+# `/\evil.example` and `/\t/evil.example` are `//evil.example`: a link to another site.
+_ABSOLUTE = re.compile(r"https?://[^/\\]", re.IGNORECASE)
+_UNSAFE_CHARACTERS = re.compile(r"[\\\x00-\x1f\x7f-\x9f]")  # backslash, C0 and C1 controls, DEL
+
+
+def is_safe_link(url: str) -> bool:
+    """An absolute http(s) URL, or a path that starts with exactly one `/`."""
+    if _UNSAFE_CHARACTERS.search(url):
+        return False
+    if url.startswith("/"):
+        return not url.startswith("//")
+    return _ABSOLUTE.match(url) is not None
+
 
 Users = AbstractBaseUser | Iterable[AbstractBaseUser] | QuerySet | None
 
@@ -102,9 +119,12 @@ def _validate(*, title: str, body: str, level: str, url: str, data: Any) -> dict
     url = (url or "").strip()
     if len(url) > 2000:
         errors["url"] = "at most 2000 characters"
-    elif url and not url.startswith(("/", "http://", "https://")):
-        # The pages render it as a link: no javascript: or data: URLs.
-        errors["url"] = "must be a path starting with / or an http(s) URL"
+    elif url and not is_safe_link(url):
+        # The pages render it as a link: no javascript: or data: URLs, nothing that leaves the site unseen.
+        errors["url"] = (
+            "must be a path starting with a single / or an http(s) URL, "
+            "with no backslash or control character"
+        )
     if data is None:
         data = {}
     if not isinstance(data, dict):

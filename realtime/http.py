@@ -29,6 +29,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
+from django.urls import Resolver404, resolve
 from django.views.decorators.csrf import csrf_exempt
 
 from realtime.apikeys import authenticate_api_key
@@ -200,6 +201,27 @@ def api_key_api(*methods: str) -> Callable:
         return csrf_exempt(wrapper)
 
     return decorate
+
+
+@csrf_exempt  # any method: an unknown path is a 404 whatever the client sends
+def api_not_found(request: HttpRequest) -> JsonResponse:
+    """Every `/api/...` path that no endpoint serves: JSON, never Django's HTML page.
+
+    A route rather than `handler404`, which Django skips while DEBUG is on. It
+    also means no APPEND_SLASH redirect under /api/ (a POST cannot follow one),
+    so the answer points at the slash instead.
+    """
+    detail = "no such API endpoint"
+    if not request.path.endswith("/") and _is_endpoint(request.path + "/"):
+        detail += f"; did you mean {request.path}/ (API paths end with a slash)?"
+    return error_response(404, "not_found", detail)
+
+
+def _is_endpoint(path: str) -> bool:
+    try:
+        return resolve(path).func is not api_not_found
+    except Resolver404:
+        return False
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

@@ -37,6 +37,7 @@ from django.http.cookie import parse_cookie
 
 from realtime import db
 from realtime.errors import UNAVAILABLE_ERRORS, log_unavailable
+from realtime.logs import log_event
 from realtime.tokens import InvalidToken, verify_token
 
 logger = logging.getLogger("realtime.auth")
@@ -196,6 +197,17 @@ class SocketAuthMiddleware:
             if user.is_authenticated:
                 scope["user"] = user
                 scope["auth_method"] = "session"
+
+
+async def refuse_unknown_path(scope, receive, send):
+    """The last websocket route: a path no endpoint serves is refused at the handshake (HTTP 403).
+
+    Without it Channels' router raises ValueError("No route found"), which
+    every server answers with a 500 and logs as a traceback.
+    """
+    log_event(logger, "socket_refused", reason="no_route", path=scope.get("path", "")[:200])
+    await receive()  # websocket.connect
+    await send({"type": "websocket.close"})
 
 
 def socket_stack(inner):

@@ -12,6 +12,8 @@ import re
 import time
 from typing import Any
 
+from django.conf import settings
+
 from realtime import metrics
 from realtime.logs import log_event
 
@@ -40,6 +42,7 @@ def socket_authenticated(consumer) -> None:
 
 
 def socket_closed(consumer, code: Any) -> None:
+    flush_errors(consumer)
     since = getattr(consumer, "_observed_since", None)
     if since is None:
         return  # never accepted, or already counted
@@ -82,8 +85,44 @@ def frame_written_direct(endpoint: str, kind: str) -> None:
 
 
 def error(consumer, code: Any) -> None:
+    """Count every error frame; log the first of each interval and a summary of the rest.
+
+    A client can send thousands of bad frames a second, and each gets its error
+    frame; a log line for each would let it flood the log (issue 14 item 10). So
+    per socket: the first error is logged as `socket_error`, the others within
+    WS_ERROR_LOG_INTERVAL_SECONDS are counted, and `socket_errors` reports them
+    (count by code, and the socket's total) when the next interval starts or the
+    socket closes: a burst costs two lines however long it is.
+    """
     metrics.ERRORS.labels(consumer.endpoint, str(code)).inc()
+    now = time.monotonic()
+    consumer._errors_total = getattr(consumer, "_errors_total", 0) + 1
+    since = getattr(consumer, "_errors_since", None)
+    if since is not None and now - since < settings.WS_ERROR_LOG_INTERVAL_SECONDS:
+        held = consumer._errors_held
+        held[str(code)] = held.get(str(code), 0) + 1
+        return
+    flush_errors(consumer)
+    consumer._errors_since = now
+    consumer._errors_held = {}
     log_event(logger, "socket_error", endpoint=consumer.endpoint, user=_user_id(consumer), code=str(code))
+
+
+def flush_errors(consumer) -> None:
+    """Log the errors counted but not yet logged on this socket, if any."""
+    held = getattr(consumer, "_errors_held", None)
+    if not held:
+        return
+    consumer._errors_held = {}
+    log_event(
+        logger,
+        "socket_errors",
+        endpoint=consumer.endpoint,
+        user=_user_id(consumer),
+        count=sum(held.values()),
+        codes=",".join(f"{code}:{n}" for code, n in sorted(held.items())),
+        total=consumer._errors_total,
+    )
 
 
 def event_delivered(event: dict[str, Any]) -> None:

@@ -15,13 +15,16 @@ from playwright.async_api import expect
 from conftest import DEMO_PASSWORD, save_screenshot
 from notifications import services
 from notifications.models import Notification
+from realtime.tests.faults import poll
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 notify = database_sync_to_async(services.notify)
 
 # The page's socket is open and its replay (if any) has finished: nothing more is on its way.
-SETTLED = "window.notificationSocket.state === 'open' && window.notificationSocket.synced"
+# A function, not an expression string: Playwright evaluates a string with eval() in the page,
+# which the Content-Security-Policy refuses.
+SETTLED = "() => window.notificationSocket.state === 'open' && window.notificationSocket.synced"
 
 
 @pytest.fixture
@@ -179,7 +182,7 @@ async def test_client_backoff_is_capped_full_jitter_and_prompt_after_1012(browse
     """The client's retry schedule, checked in the browser with a stub WebSocket that never opens."""
     visitor = await browser_as()
     page = await visitor.page("/accounts/login/")
-    await page.add_script_tag(path="static/js/realtime.js")
+    await page.add_script_tag(url="/static/js/realtime.js")  # a file, as the policy requires
     delays = await page.evaluate(
         """() => {
           class Stub { constructor() { this.readyState = 0; } close() {} send() {} }
@@ -200,3 +203,83 @@ async def test_client_backoff_is_capped_full_jitter_and_prompt_after_1012(browse
     assert delays["restart"] == 400  # 1012: within restartJitter, whatever the attempt count
     assert delays["low"] == 0  # full jitter: anywhere from 0
     assert delays["state"] == "offline" and delays["stopped"] is True
+
+
+# Stored as they were before the service refused them (issue 14 item 8): the page must not trust the row.
+OFF_SITE_URLS = [
+    "/\\evil.example",
+    "/\t/evil.example",
+    "//evil.example",
+    "/\\\\evil.example",
+    "javascript:alert(1)",
+]
+
+
+async def test_a_stored_url_that_leads_off_site_renders_no_link(browser_as, live_server_asgi, alice):
+    """Rows with `/\\host`, `/<tab>/host`, `//host` (stored past notify()) show as text; a path links."""
+    create = database_sync_to_async(Notification.objects.create)
+    for n, url in enumerate(OFF_SITE_URLS):
+        await create(recipient=alice, title=f"unsafe {n}", url=url)
+    await create(recipient=alice, title="safe", url="/chat/")
+    page = await (await browser_as(alice)).page("/notifications/")
+    await page.wait_for_function(SETTLED)
+    await expect(page.locator("#inbox li")).to_have_count(len(OFF_SITE_URLS) + 1)
+
+    hrefs = await page.locator("#inbox a").evaluate_all("links => links.map((a) => a.href)")
+    assert hrefs == [f"{live_server_asgi.url}/chat/"]  # the browser's resolved href: the only link is ours
+    for n in range(len(OFF_SITE_URLS)):
+        await expect(page.locator(".note-title", has_text=f"unsafe {n}")).to_have_js_property(
+            "tagName", "STRONG"
+        )
+
+
+async def test_a_csp_violation_fails_the_browser_tests(browser_as):
+    """The shared fixture's guard: an inline script is blocked by the policy and reported as a violation."""
+    visitor = await browser_as()
+    page = await visitor.page("/accounts/login/")
+    await page.evaluate(
+        """() => {
+          const script = document.createElement("script");
+          script.textContent = "window.inlineRan = true;";
+          document.head.append(script);
+        }"""
+    )
+
+    async def reported():
+        return visitor.csp_violations
+
+    violations = await poll(reported, seconds=10, what="the violation reported to the test")
+    assert await page.evaluate("window.inlineRan === undefined")  # blocked, not run
+    assert any("script-src" in v for v in violations), violations
+    visitor.csp_violations.clear()  # expected here; any other test fails on one
+
+
+async def test_pages_and_the_admin_run_under_the_content_security_policy(browser_as, admin_user, alice):
+    """Every page, and the admin's scripts (prepopulated slug, inlines, filters), work with no violation."""
+    visitor = await browser_as()
+    login = await visitor.page("/accounts/login/")
+    await expect(login.get_by_role("button", name="Log in")).to_be_visible()
+    tab = await browser_as(alice)
+    for path in ("/notifications/", "/chat/"):
+        page = await tab.page(path)
+        await page.wait_for_function(SETTLED)  # the page's own scripts ran and its socket is open
+
+    admin = await browser_as(admin_user)
+    for path in (
+        "/admin/",
+        "/admin/notifications/notification/",
+        "/admin/auth/user/",
+        "/admin/chat/message/",
+    ):
+        page = await admin.page(path)
+        await expect(page.locator("#relay-bell #live-state")).to_have_attribute("data-state", "open")
+    users = await admin.page(f"/admin/auth/user/{admin_user.pk}/change/")
+    await expect(users.locator(".selector-filter").first).to_be_visible()  # SelectFilter2.js built the widget
+    room = await admin.page("/admin/chat/room/add/")
+    await room.locator("#id_title").press_sequentially("Night Shift")  # prepopulate.js acts on keyup
+    await expect(room.locator("#id_slug")).to_have_value("night-shift")
+    await expect(room.locator(".add-row a")).to_be_visible()  # inlines.js
+    key = await admin.page("/admin/realtime/apikey/add/")
+    await key.locator("#id_name").fill("csp-check")
+    await key.get_by_role("button", name="Create key").click()
+    await expect(key.locator("#api-key")).to_have_css("user-select", "all")  # from the stylesheet, not inline

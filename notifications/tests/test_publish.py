@@ -110,6 +110,15 @@ async def test_validation_errors_are_400_by_field(api_key, alice, payload, field
     assert not await Notification.objects.aexists()
 
 
+@pytest.mark.parametrize("url", ["//evil.example", "/\\evil.example", "/\t/evil.example"])
+async def test_a_url_that_leads_off_site_is_400_invalid_message(api_key, alice, url):
+    """`//host`, `/\\host` and `/<tab>/host` get 400 invalid_message naming `url`; nothing is stored."""
+    status, body = await publish(api_key, {"users": ["alice"], "title": "t", "url": url})
+    assert (status, body["error"]) == (400, "invalid_message")
+    assert set(body["detail"]) == {"url"}, body
+    assert not await Notification.objects.aexists()
+
+
 async def test_body_that_is_not_json_is_400(api_key):
     """A body that is not JSON gets 400 invalid_json."""
     status, body = await publish(api_key, b"{nope")

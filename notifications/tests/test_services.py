@@ -60,6 +60,44 @@ def test_invalid_notification_is_refused_with_the_field_named(alice, fields, fie
     assert not Notification.objects.exists()
 
 
+# Links that would leave the site, or that browsers rewrite into ones that do (issue 14 item 8).
+UNSAFE_URLS = [
+    "//evil.example",
+    "/\\evil.example",
+    "/\t/evil.example",
+    "/\n/evil.example",
+    "/ok/\\..\\evil",
+    "/ok\x00",
+    "/ok\x7f",
+    "/o\x85k",
+    "http:/\\evil.example",
+    "https:\\\\evil.example",
+    "http:///evil.example",
+    "https://",
+    "javascript:alert(1)",
+    "data:text/html,x",
+    "ftp://evil.example/",
+    "evil.example/path",
+]
+SAFE_URLS = ["/", "/chat/lobby/", "/notifications/?a=1#b", "http://example.com", "HTTPS://example.com/x?y=1"]
+
+
+@pytest.mark.parametrize("url", UNSAFE_URLS)
+def test_a_url_that_is_not_a_plain_path_or_http_link_is_refused(alice, url):
+    """notify() refuses `//host`, backslashes and control characters in `url` (ValidationError)."""
+    with pytest.raises(ValidationError) as caught:
+        services.notify(users=alice, title="t", url=url)
+    assert "url" in caught.value.message_dict
+    assert not Notification.objects.exists()
+
+
+@pytest.mark.parametrize("url", SAFE_URLS)
+def test_site_paths_and_http_links_are_stored_as_given(alice, url):
+    """A path with one leading / or an absolute http(s) URL is stored unchanged."""
+    (sent,) = services.notify(users=alice, title="t", url=url)
+    assert Notification.objects.get(pk=sent.pk).url == url
+
+
 @pytest.mark.postgres
 def test_notifying_many_users_is_one_insert(django_user_model, django_assert_max_num_queries):
     """A send to 2,000 users costs a handful of queries, not one per user."""

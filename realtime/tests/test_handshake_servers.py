@@ -151,6 +151,41 @@ async def test_a_malformed_origin_is_refused_with_403(server, servers, alice):
     assert await status(ORIGIN) == 101
 
 
+UNKNOWN_SOCKET_PATHS = [
+    "/ws/nope/",
+    "/ws/",
+    "/",
+    "/ws/chat",
+    "/ws/notifications/extra/",
+    "/static/js/bell.js",
+]
+
+
+@pytest.mark.parametrize("server", list(SERVERS))
+async def test_a_handshake_to_an_unknown_path_is_refused_with_403_and_no_traceback(server, servers, alice):
+    """`/ws/nope/` and other unrouted paths: 403 at the handshake, with a session or without; one log line."""
+    worker = servers[server]
+    cookie = await database_sync_to_async(session_cookie)(alice)
+    mark = worker.log_size()
+    answers = {}
+    for path in UNKNOWN_SOCKET_PATHS:
+        for headers in ({}, {"Origin": ORIGIN, "Cookie": f"{settings.SESSION_COOKIE_NAME}={cookie}"}):
+            code, _, writer = await handshake(worker.port, path, headers)
+            writer.close()
+            await writer.wait_closed()
+            answers[path, bool(headers)] = code
+    assert {key: code for key, code in answers.items() if code != 403} == {}
+
+    async def all_logged():
+        return worker.log_since(mark).count("event=socket_refused reason=no_route") == len(answers)
+
+    await poll(all_logged, seconds=10, what="a socket_refused line for each refused handshake")
+    log = worker.log_since(mark)
+    assert "Traceback" not in log, log
+    assert "No route found" not in log, log
+    assert " ERROR " not in log, log
+
+
 async def test_a_malformed_origin_is_refused_by_bare_host_patterns_too(socket_for, alice):
     """The default WS_ALLOWED_ORIGINS match a host on any port: a malformed Origin is refused all the same."""
     accepted = []

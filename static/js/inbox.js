@@ -17,10 +17,13 @@
   }
 
   function safeUrl(url) {
-    // Only site paths and http(s) links become links; anything else (javascript:, data:) is shown as nothing.
-    if (typeof url !== "string") return null;
-    if (url.startsWith("/") && !url.startsWith("//")) return url;
-    return /^https?:\/\//i.test(url) ? url : null;
+    // The server's rule (notifications.services.is_safe_link), for rows stored before it or around it:
+    // an absolute http(s) URL, or a path that starts with exactly one "/". No backslash or control
+    // character anywhere: a browser reads "/\evil.example", and "/<tab>/evil.example", as "//evil.example":
+    // another site. Anything else (javascript:, data:) is shown as text, not a link.
+    if (typeof url !== "string" || /[\\\u0000-\u001f\u007f-\u009f]/.test(url)) return null;
+    if (url.startsWith("/")) return url.startsWith("//") ? null : url;
+    return /^https?:\/\/[^/]/i.test(url) ? url : null;
   }
 
   function item(n) {
