@@ -83,7 +83,6 @@ REMOVALS = {
     "remove": lambda room, user, admin: room.members.remove(user),
     "set": lambda room, user, admin: room.members.set(room.members.exclude(pk=user.pk)),
     "reverse": lambda room, user, admin: user.chat_rooms.remove(room),
-    "row": lambda room, user, admin: Room.members.through.objects.get(room=room, user=user).delete(),
     "admin inline": _admin_inline_delete,
 }
 
