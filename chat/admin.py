@@ -37,6 +37,18 @@ class RoomAdmin(admin.ModelAdmin):
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
 
+    def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
+        # The members inline deletes and edits membership rows itself, which
+        # sends no signal (the through table is auto-created): whoever is no
+        # longer a member after the save loses access, as through the service.
+        if formset.model is not Room.members.through or form.instance.pk is None:
+            super().save_formset(request, form, formset, change)
+            return
+        before = set(form.instance.members.values_list("pk", flat=True))
+        super().save_formset(request, form, formset, change)
+        lost = before - set(form.instance.members.values_list("pk", flat=True))
+        services.revoke_access(room_id=form.instance.pk, user_ids=lost)
+
 
 class DeletedFilter(admin.SimpleListFilter):
     title = "deleted"

@@ -8,6 +8,15 @@ an earlier push is late or lost, and the socket reads the gap from the
 database in order. A `resume` replays from the database, skipping
 (live_from, cursor], which went out live.
 
+Losing access (a member removed from a private room, a room made private):
+`access_version` is the room's Room.access_version under which this socket
+was admitted. A `revoke` event naming this user with a newer version closes
+the socket with 4403; every message push carries the version read under the
+room's lock, and one newer than the socket's is shown only after the socket
+has checked its membership in the database, so a message posted after a
+removal never reaches the removed member, even when it overtakes the revoke.
+Resumes and gap fills check membership on every read.
+
 Presence (chat.presence) is shared by every worker; this socket enters it
 after joining the room group and leaves it on close. Its worker refreshes it
 and sends it the room's batched `presence` frames.
@@ -46,7 +55,9 @@ logger = logging.getLogger("chat.socket")
 # of its kind (realtime.db): a join storm does not hold up the posts.
 joinable_room = db.handshake(selectors.joinable_room)
 room_state = db.handshake(selectors.room_state)
-messages_after = db.frames(selectors.messages_after)
+access_at_join = db.handshake(selectors.room_access)
+room_access = db.frames(selectors.room_access)
+readable_messages_after = db.frames(selectors.readable_messages_after)
 post_message = db.frames(services.post_message)
 
 
@@ -68,6 +79,7 @@ class ChatConsumer(RealtimeConsumer):
 
     room = None
     present = False
+    access_version = 0
 
     async def authenticated(self) -> None:
         room, allowed = await joinable_room(slug=self.scope["url_route"]["kwargs"]["slug"], user=self.user)
@@ -76,6 +88,7 @@ class ChatConsumer(RealtimeConsumer):
         if not allowed:
             raise CloseSocket(CloseCode.FORBIDDEN, "forbidden")
         self.room = room
+        self.access_version = room.access_version  # read before the membership check
         self.group = room_group(room.pk)
         self.username = self.user.get_username()
         self.abuse = ratelimit.AbuseMeter()
@@ -83,6 +96,13 @@ class ChatConsumer(RealtimeConsumer):
         # Join before reading the state, so nothing committed in between is missed.
         await self.join(self.group)
         state = await room_state(room=room, history=settings.CHAT_HISTORY)
+        if state.access_version != self.access_version:
+            # Someone lost access between the check and joining the group, whose
+            # revoke this socket may have missed: check again.
+            access = await access_at_join(room_id=room.pk, user=self.user)
+            if not access.allowed:
+                raise CloseSocket(CloseCode.FORBIDDEN, "forbidden")
+            self.access_version = access.version
         self.live_from = self.cursor = state.last_id or 0
         self.present = True  # from here on, leave on close (a leave of an absent entry is a no-op)
         snapshot = await presence.enter(self.group, socket=self.socket_id, user=self.username)
@@ -144,9 +164,16 @@ class ChatConsumer(RealtimeConsumer):
         # Ids the client says it has count as delivered.
         if frame.after > self.live_from:
             self.cursor = max(self.cursor, frame.after)
-        rows = await messages_after(
-            room=self.room, after=frame.after, limit=limit + 1, skip=(self.live_from, self.cursor)
+        rows = await readable_messages_after(
+            room=self.room,
+            user=self.user,
+            after=frame.after,
+            limit=limit + 1,
+            skip=(self.live_from, self.cursor),
         )
+        if rows is None:
+            await self.send_error(ErrorCode.FORBIDDEN, "you are no longer a member of this room", frame.ref)
+            raise CloseSocket(CloseCode.FORBIDDEN, "forbidden")
         more = len(rows) > limit
         rows = rows[:limit]
         for row in rows:
@@ -157,12 +184,21 @@ class ChatConsumer(RealtimeConsumer):
     # --- channel-layer events ------------------------------------------------------------
     # Each has a synchronous quick_ form for the hub's common case (see RealtimeConsumer).
     def quick_push_message(self, event: dict[str, Any]) -> bool:
+        if (event.get("access_version") or 0) > self.access_version:
+            return False  # someone lost access since this socket's check: is it still a member?
         return self.write_next(event, event["message"]["id"], _message_frame, "message")
 
     async def push_message(self, event: dict[str, Any]) -> None:
         message = event["message"]
         if message["id"] <= self.cursor:
             return  # already delivered by a replay or a gap fill
+        if (event.get("access_version") or 0) > self.access_version:
+            self.needs_io()
+            access = await room_access(room_id=self.room.pk, user=self.user)
+            if not access.allowed:
+                await self._lost_access()
+                return
+            self.access_version = max(self.access_version, access.version)
         if (event.get("prev_id") or 0) > self.cursor:
             self.needs_io()
             await self._fill_gap(up_to=message["id"])
@@ -173,6 +209,13 @@ class ChatConsumer(RealtimeConsumer):
 
     async def push_message_deleted(self, event: dict[str, Any]) -> None:
         await self.send_frame({"type": "message_deleted", "id": event["id"]})
+
+    def quick_push_revoke(self, event: dict[str, Any]) -> bool:
+        return not self._loses_access(event)  # a close needs the async handler
+
+    async def push_revoke(self, event: dict[str, Any]) -> None:
+        if self._loses_access(event):
+            await self._lost_access()
 
     def quick_push_typing(self, event: dict[str, Any]) -> bool:
         return event.get("origin") == self.socket_id or self.write_shared(event, _typing_frame, "typing")
@@ -194,10 +237,38 @@ class ChatConsumer(RealtimeConsumer):
         if self.room is None:
             raise FrameError(ErrorCode.FORBIDDEN, "not in a room")
 
+    def _loses_access(self, event: dict[str, Any]) -> bool:
+        """Does this `revoke` event take this socket's access away? (No I/O: called inline by the hub.)"""
+        version = event.get("version") or 0
+        if self.room is None or version <= self.access_version:
+            return False  # not admitted yet, or admitted after that change (a re-added member)
+        users = event.get("users")
+        if users is not None:
+            lost = self.user.pk in users
+        else:  # the room was made private: everyone but its members
+            members = event.get("_members")
+            if members is None:
+                members = event["_members"] = frozenset(event.get("members") or ())
+            lost = self.user.pk not in members
+        if not lost and version == self.access_version + 1:
+            # Still a member as of this change. Only the next version: revokes
+            # may arrive out of order, and skipping one could skip this user's.
+            self.access_version = version
+        return lost
+
+    async def _lost_access(self) -> None:
+        logger.info("socket lost access room=%s user=%s", self.room.pk, self.user.pk)
+        await self.close_with(CloseCode.FORBIDDEN, "forbidden")
+
     async def _fill_gap(self, *, up_to: int) -> None:
         limit = settings.CHAT_REPLAY_LIMIT
         while self.cursor < up_to:
-            rows = await messages_after(room=self.room, after=self.cursor, limit=limit, up_to=up_to)
+            rows = await readable_messages_after(
+                room=self.room, user=self.user, after=self.cursor, limit=limit, up_to=up_to
+            )
+            if rows is None:
+                await self._lost_access()
+                return
             if not rows:
                 break
             for row in rows:

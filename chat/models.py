@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import models
+from django.db import models, router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -21,12 +21,25 @@ class Room(models.Model):
         related_name="created_chat_rooms",
     )
     created_at = models.DateTimeField(default=timezone.now)
+    # Rises by one each time someone loses access to this private room (a member
+    # removed, the room made private), in the transaction that takes it away.
+    # Every message push carries it: a socket that sees a newer value than the
+    # one it was admitted under checks its membership before showing the message
+    # (see chat/consumers.py and docs/protocol.md, "Losing access").
+    access_version = models.PositiveBigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["slug"]
 
     def __str__(self) -> str:
         return self.slug
+
+    def save(self, *args, **kwargs) -> None:
+        # One transaction for the row and what its signal receivers write
+        # (chat/receivers.py): made private, the access version rises in the
+        # same commit, so no post can slip in between with the old one.
+        with transaction.atomic(using=kwargs.get("using") or router.db_for_write(Room, instance=self)):
+            super().save(*args, **kwargs)
 
 
 class Message(models.Model):

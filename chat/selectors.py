@@ -11,7 +11,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -29,6 +29,16 @@ class RoomState:
 
     messages: list[dict[str, Any]]
     last_id: int | None
+    # The room's access version (Room.access_version) at this read.
+    access_version: int
+
+
+@dataclass(frozen=True)
+class Access:
+    """Whether a user may read a room now, and the room's access version at that check."""
+
+    allowed: bool
+    version: int
 
 
 def visible_rooms(*, user: AbstractBaseUser) -> QuerySet[Room]:
@@ -46,6 +56,27 @@ def can_join(*, room: Room, user: AbstractBaseUser) -> bool:
     if not user.is_authenticated or not user.is_active:
         return False
     return not room.private or room.members.filter(pk=user.pk).exists()
+
+
+def room_access(*, room_id: int, user: AbstractBaseUser) -> Access:
+    """May `user` read the room right now? One query: the room's flag, version and the membership.
+
+    Sockets ask this on every read of history (resume, gap fill) and when a
+    push says someone lost access, not only at the handshake.
+    """
+    if not user.is_authenticated or not user.is_active:
+        return Access(allowed=False, version=0)
+    member = Room.members.through.objects.filter(room_id=OuterRef("pk"), user_id=user.pk)
+    row = (
+        Room.objects.filter(pk=room_id)
+        .annotate(member=Exists(member))
+        .values_list("private", "access_version", "member")
+        .first()
+    )
+    if row is None:
+        return Access(allowed=False, version=0)
+    private, version, is_member = row
+    return Access(allowed=not private or is_member, version=version)
 
 
 def _live(room: Room) -> QuerySet[Message]:
@@ -67,12 +98,13 @@ def room_state(*, room: Room, history: int) -> RoomState:
     holds it to the same answer as the ORM's `history` and `last_message_id`.
     """
     if not history:
-        return RoomState(messages=[], last_id=last_message_id(room=room))
+        return RoomState(messages=[], last_id=last_message_id(room=room), access_version=_version(room))
     with connection.cursor() as cursor:
-        cursor.execute(_state_sql(), [room.pk, room.pk, history])
+        cursor.execute(_state_sql(), [room.pk, room.pk, room.pk, history])
         rows = cursor.fetchall()
     # No live message: the room is empty, or holds only deleted ones.
     last_id = rows[0][5] if rows else last_message_id(room=room)
+    version = rows[0][6] if rows else _version(room)
     messages = [
         {
             "id": row[0],
@@ -84,7 +116,11 @@ def room_state(*, room: Room, history: int) -> RoomState:
         }
         for row in reversed(rows)
     ]
-    return RoomState(messages=messages, last_id=last_id)
+    return RoomState(messages=messages, last_id=last_id, access_version=version)
+
+
+def _version(room: Room) -> int:
+    return Room.objects.filter(pk=room.pk).values_list("access_version", flat=True).first() or 0
 
 
 @cache
@@ -93,12 +129,14 @@ def _state_sql() -> str:
     quote = connection.ops.quote_name
     user_model = get_user_model()
     messages, users = quote(Message._meta.db_table), quote(user_model._meta.db_table)
+    rooms = quote(Room._meta.db_table)
     username = quote(user_model._meta.get_field(user_model.USERNAME_FIELD).column)
     user_id = quote(user_model._meta.pk.column)
     # Names come from the models' metadata, never from input; values are parameters.
     return f"""
         SELECT m.id, u.{username}, m.body, m.created_at, m.client_id,
-               (SELECT MAX(id) FROM {messages} WHERE room_id = %s)
+               (SELECT MAX(id) FROM {messages} WHERE room_id = %s),
+               (SELECT access_version FROM {rooms} WHERE id = %s)
         FROM {messages} m LEFT OUTER JOIN {users} u ON u.{user_id} = m.author_id
         WHERE m.room_id = %s AND m.deleted_at IS NULL
         ORDER BY m.id DESC LIMIT %s
@@ -144,6 +182,21 @@ def messages_after(
     if up_to is not None:
         query = query.filter(id__lte=up_to)
     return list(query.order_by("id")[:limit])
+
+
+def readable_messages_after(
+    *,
+    room: Room,
+    user: AbstractBaseUser,
+    after: int,
+    limit: int,
+    skip: tuple[int, int] | None = None,
+    up_to: int | None = None,
+) -> list[Message] | None:
+    """`messages_after`, or None when `user` may no longer read the room (checked on every read)."""
+    if not room_access(room_id=room.pk, user=user).allowed:
+        return None
+    return messages_after(room=room, after=after, limit=limit, skip=skip, up_to=up_to)
 
 
 def history_page(*, room: Room, limit: int, before: int | None = None) -> tuple[list[Message], int | None]:

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from chat import selectors
@@ -117,6 +118,9 @@ def post_message(
                     "type": Event.MESSAGE,
                     "message": message_dict(message, room_slug=locked.slug),
                     "prev_id": previous,
+                    # Read under the room's lock: a removal that committed
+                    # before this post shows here (see revoke_access).
+                    "access_version": locked.access_version,
                 },
             )
         ]
@@ -174,6 +178,45 @@ def remove_members(*, room: Room, users: Iterable[AbstractBaseUser]) -> None:
     users = list(users)
     if users:
         room.members.remove(*users)
+
+
+def _bump_access_version(*, room_id: int) -> int | None:
+    """Raise a private room's access version; the new value, or None for a public (or missing) room.
+
+    The UPDATE takes the room's row lock until commit, so `post_message`, which
+    locks the row first, either commits before the change or reads the new value.
+    """
+    if not Room.objects.filter(pk=room_id, private=True).update(access_version=F("access_version") + 1):
+        return None
+    return Room.objects.filter(pk=room_id).values_list("access_version", flat=True).get()
+
+
+@transaction.atomic
+def revoke_access(*, room_id: int, user_ids: Iterable[int]) -> None:
+    """These users lost access to the room: after commit, their sockets in it close with 4403.
+
+    Called for every removal of a private room's member, however it was made
+    (chat/receivers.py). A public room admits everyone, so removing a member of
+    one changes nothing. The event goes to the room's group, which every worker
+    with a socket in the room hears; it carries the new access version, so a
+    socket admitted after the removal (a re-added member) ignores it.
+    """
+    users = sorted(set(user_ids))
+    if not users:
+        return
+    version = _bump_access_version(room_id=room_id)
+    if version is not None:
+        push_after_commit([(room_group(room_id), {"type": Event.REVOKE, "version": version, "users": users})])
+
+
+@transaction.atomic
+def revoke_non_members(*, room: Room) -> None:
+    """The room was made private: after commit, the sockets of everyone not a member close with 4403."""
+    version = _bump_access_version(room_id=room.pk)
+    if version is None:
+        return
+    members = sorted(Room.members.through.objects.filter(room_id=room.pk).values_list("user_id", flat=True))
+    push_after_commit([(room_group(room.pk), {"type": Event.REVOKE, "version": version, "members": members})])
 
 
 @transaction.atomic

@@ -124,12 +124,8 @@ def deactivate_users_action(modeladmin, request, queryset):
 class NotifyingUserAdmin(UserAdmin):
     actions = [*UserAdmin.actions, send_notification_action, disconnect_users_action, deactivate_users_action]
 
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        # The change form flips is_active itself; closing the sockets is the
-        # service's job (sent after the admin's transaction commits).
-        if change and "is_active" in form.changed_data and not obj.is_active:
-            realtime_services.disconnect_user(user=obj, reason=CloseReason.DEACTIVATED)
+    # Unticking "active" in the change form needs nothing here: any save that
+    # deactivates a user closes their sockets (realtime.receivers).
 
     def delete_model(self, request, obj):
         realtime_services.disconnect_user(user=obj, reason=CloseReason.DEACTIVATED)

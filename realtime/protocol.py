@@ -58,6 +58,9 @@ class Event(StrEnum):
     PRESENCE = "push.presence"
     PRESENCE_CHANGES = "presence.changes"
     DISCONNECT = "push.disconnect"
+    # Users lost access to a private room: its sockets of theirs close with 4403
+    # (chat.services.revoke_access).
+    REVOKE = "push.revoke"
 
 
 class CloseReason(StrEnum):

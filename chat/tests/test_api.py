@@ -55,12 +55,20 @@ def test_messages_pages_newest_first_with_a_before_cursor(alice, lobby):
     assert page["next_before"] is None
 
 
-@pytest.mark.parametrize("slug", ["nope", "secret", "x" * 101])
-def test_unknown_or_forbidden_room_is_404(carol, secret_room, slug):
-    """A room that does not exist and a private room of others look the same: 404."""
+@pytest.mark.parametrize("slug", ["nope", "x" * 101])
+def test_unknown_room_is_404(carol, secret_room, slug):
+    """A room that does not exist is 404 not_found."""
     response = client_for(carol).get(f"/api/chat/rooms/{slug}/messages/")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+@pytest.mark.parametrize("path", ["messages", "online"])
+def test_a_private_room_of_others_is_403(carol, secret_room, path):
+    """A private room the user is not a member of is 403 forbidden, as the socket's 4403."""
+    response = client_for(carol).get(f"/api/chat/rooms/secret/{path}/")
+    assert response.status_code == 403
+    assert response.json()["error"] == "forbidden"
 
 
 @pytest.mark.parametrize("query", ["before=abc", "before=0", "limit=-1", "limit=x"])

@@ -337,8 +337,8 @@ async def test_the_online_list_is_paged_over_http_from_either_worker(workers, pe
     # Without a limit, a page is as long as the welcome's list (PRESENCE_LIST_MAX, 3 here).
     status, body = await fetch(a, path, users["erin"])
     assert (status, body["results"], body["next_after"]) == (200, names[:3], "carol")
-    # The private room answers its members only, like a missing room for the others.
-    assert (await fetch(b, "/api/chat/rooms/trio/online/", users["carol"]))[0] == 404
+    # The private room answers its members only; the others get 403.
+    assert (await fetch(b, "/api/chat/rooms/trio/online/", users["carol"]))[0] == 403
     assert (await fetch(b, "/api/chat/rooms/trio/online/", users["alice"]))[1]["online_count"] == 0
     assert (await fetch(a, f"{path}?limit=0", users["carol"]))[1]["error"] == "invalid_message"
     assert (await fetch(a, f"{path}?after={'x' * 151}", users["carol"]))[1]["error"] == "invalid_message"

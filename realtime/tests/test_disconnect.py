@@ -164,3 +164,44 @@ async def test_unticking_active_in_the_user_change_form_closes_the_sockets(socke
     await sync_to_async(save_inactive)()
     for socket in sockets:
         assert await closed_with(socket) == (4401, "deactivated")
+
+
+async def test_saving_a_user_inactive_from_any_code_closes_the_sockets(socket_for, alice, bob):
+    """`user.is_active = False; user.save()` closes the session and token sockets (4401); nothing follows."""
+    from notifications.services import notify
+
+    sockets = await open_sockets(socket_for, alice)
+    bobs = await socket_for(PATH, bob)
+    await receive_type(bobs, "welcome")
+
+    def deactivate():
+        alice.is_active = False
+        alice.save()
+
+    await sync_to_async(deactivate)()
+    for socket in sockets:
+        assert await closed_with(socket) == (4401, "deactivated")
+    await sync_to_async(notify)(users=[alice, bob], title="after")
+    assert (await receive_type(bobs, "notification"))["notification"]["title"] == "after"
+    for socket in sockets:
+        assert await socket.receive_nothing(timeout=0.2)
+
+
+async def test_saving_a_user_without_deactivating_keeps_the_sockets(socket_for, alice):
+    """A save that leaves is_active as it was (or only touches other fields) closes nothing."""
+    from notifications.services import notify
+
+    sockets = await open_sockets(socket_for, alice)
+
+    def edit():
+        alice.first_name = "Alice"
+        alice.save()
+        alice.is_active = False
+        alice.save(update_fields=["first_name"])  # is_active not written: still active
+        alice.is_active = True
+
+    await sync_to_async(edit)()
+    await sync_to_async(notify)(users=alice, title="still here")
+    for socket in sockets:
+        assert (await receive_type(socket, "notification"))["notification"]["title"] == "still here"
+        await assert_still_open(socket)

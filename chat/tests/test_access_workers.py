@@ -1,0 +1,150 @@
+"""Losing access across worker processes (issue 14 items 1 and 4).
+
+Real servers in subprocesses sharing the test's PostgreSQL database and Redis;
+the removals and deactivations are made in this process, as from a shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from django.conf import settings
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from chat import services
+from conftest import ARTIFACTS, server_env, session_cookie
+from notifications.services import notify
+from realtime.tests.faults import Worker
+from realtime.tests.servers import SERVERS, browser_socket, receive_json, token_socket
+from realtime.tokens import issue_token
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+WAIT = 10.0
+
+
+async def start_workers(request, *servers: str) -> list[Worker]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    env = server_env(uuid.uuid4().hex[:10])
+    name = request.node.name.replace("/", "_")[:60]
+    workers = [Worker(env, ARTIFACTS / f"{name}-{i}.log", server) for i, server in enumerate(servers)]
+    try:
+        await asyncio.gather(*(worker.start() for worker in workers))
+    except BaseException:
+        await asyncio.gather(*(worker.stop() for worker in workers))
+        raise
+    return workers
+
+
+async def until_closed(ws) -> tuple[list[dict], int]:
+    """Frames received until the server closes the socket, and its close code (bounded by WAIT)."""
+    frames = []
+    try:
+        while True:
+            frames.append(json.loads(await asyncio.wait_for(ws.recv(), WAIT)))
+    except ConnectionClosed as closed:
+        return frames, closed.rcvd.code if closed.rcvd else None
+
+
+def get_status(base: str, path: str, user) -> tuple[int, dict]:
+    request = urllib.request.Request(f"{base}{path}")  # noqa: S310 - a loopback test server
+    request.add_header("Cookie", f"{settings.SESSION_COOKIE_NAME}={session_cookie(user)}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _remove_with_service(room, user) -> None:
+    services.remove_members(room=room, users=[user])
+
+
+def _remove_plainly(room, user) -> None:
+    room.members.remove(user)
+
+
+@pytest.fixture
+def trio(alice, bob, carol):
+    return services.create_room(slug="trio", title="Trio", private=True, members=[alice, bob, carol])
+
+
+@pytest.mark.parametrize("remove", [_remove_with_service, _remove_plainly], ids=["service", "plain"])
+@pytest.mark.parametrize("servers", [("realtime.serve", "realtime.serve"), ("uvicorn-websockets", "daphne")])
+async def test_a_member_removed_from_a_shell_is_closed_on_both_workers(
+    request, alice, bob, carol, trio, remove, servers
+):
+    """Carol, on two workers, removed from `trio`: both sockets 4403, alice's next post never reaches her."""
+    a, b = await start_workers(request, *servers)
+    try:
+        url = "/ws/chat/trio/"
+        alices = await browser_socket(a.ws + url, alice)
+        bobs = await browser_socket(b.ws + url, bob)
+        carols = [await browser_socket(worker.ws + url, carol) for worker in (a, b)]
+        for socket in (alices, bobs, *carols):
+            await receive_json(socket, "welcome", WAIT)
+        await sync_to_async(remove)(trio, carol)
+        # Straight after, before the closes can have arrived.
+        message, _ = await sync_to_async(services.post_message)(
+            room=trio, author=alice, body="not for carol", client_id="a-1"
+        )
+        for socket in carols:
+            frames, code = await until_closed(socket)
+            assert code == 4403
+            assert not [f for f in frames if f["type"] == "message"], frames
+        for socket in (alices, bobs):
+            frames = []
+            while not frames or frames[-1]["type"] != "message":
+                frames.append(json.loads(await asyncio.wait_for(socket.recv(), WAIT)))
+            assert frames[-1]["message"]["id"] == message.id
+        # A new socket is refused at the handshake; HTTP history on either worker is 403.
+        again = await browser_socket(a.ws + url, carol)
+        assert (await until_closed(again))[1] == 4403
+        fetch = database_sync_to_async(get_status)
+        for worker in (a, b):
+            status, body = await fetch(worker.base, "/api/chat/rooms/trio/messages/", carol)
+            assert (status, body["error"]) == (403, "forbidden")
+        for socket in (alices, bobs):
+            await socket.close()
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
+@pytest.mark.parametrize("server", list(SERVERS))
+async def test_a_user_saved_inactive_from_a_shell_is_closed_under_each_server(request, alice, bob, server):
+    """`is_active = False; save()` here closes alice's session and token sockets on the worker (4401)."""
+    (worker,) = await start_workers(request, server)
+    try:
+        url = worker.ws + "/ws/notifications/"
+        token = (await sync_to_async(issue_token)(user=alice)).access
+        alices = [await browser_socket(url, alice), await token_socket(url, token)]
+        bobs = await browser_socket(url, bob)
+        for socket in (*alices, bobs):
+            await receive_json(socket, "welcome", WAIT)
+
+        def deactivate():
+            alice.is_active = False
+            alice.save()
+
+        await sync_to_async(deactivate)()
+        await sync_to_async(notify)(users=[alice, bob], title="after")
+        for socket in alices:
+            frames, code = await until_closed(socket)
+            assert code == 4401
+            assert not [f for f in frames if f["type"] == "notification"], frames
+        assert (await receive_json(bobs, "notification", WAIT))["notification"]["title"] == "after"
+        await bobs.close()
+        try:
+            refused = await token_socket(url, token)
+        except InvalidStatus:
+            return
+        assert (await until_closed(refused))[1] == 4401
+    finally:
+        await worker.stop()
