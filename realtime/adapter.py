@@ -81,7 +81,12 @@ def supported(server: str) -> bool:
 
 
 def under_daphne() -> bool:
-    """This process serves through daphne (its server module is loaded before the application)."""
+    """daphne's server module is loaded: always under daphne, before the application.
+
+    Also under uvicorn, since daphne's app config (`daphne` is an installed
+    app, for runserver) imports it; what `install` sets up for daphne is then
+    inert: no daphne factory builds a connection and Twisted's reactor never runs.
+    """
     return "daphne.server" in sys.modules
 
 
