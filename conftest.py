@@ -26,6 +26,9 @@ DEMO_PASSWORD = "correct horse battery"
 # bounds a hang, it does not measure speed (the machine may be busy).
 WAIT = 10.0
 
+# The test kit a project's own tests use (README, "Testing your code"); its fixtures are `relay_*`.
+pytest_plugins = ["relay_testing"]
+
 
 def pytest_configure(config):
     # Socket handlers reach the database from a thread pool; persistent

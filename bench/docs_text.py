@@ -66,7 +66,7 @@ SECTIONS = {
 deliveries. Deliveries/s = deliveries / (last socket's receipt of the last message - first send);
 latency = receipt - send, over every delivery. Service targets use `/ws/chat/lobby/` with
 `{"type": "message", "body", "client_id"}`, and wait for `welcome` and for presence traffic to stop
-before posting. They are skipped while the chat endpoint is not merged; the baselines always run.
+before posting. They are skipped when `config.routing` has no chat endpoint; the baselines always run.
 
 The `*-overlap` targets run the same room once without waiting for quiet, as joining and posting
 overlap in real rooms: the poster joins first, the other 999 sockets connect (25 handshakes in

@@ -490,7 +490,7 @@ class Run:
 def joins_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
     mode = JOINS_TARGETS[name][3]
     if mode == "chat" and not prep["chat"]:
-        raise w.Skip("chat endpoint /ws/chat/<slug>/ is not in config.routing yet (chat not merged)")
+        raise w.Skip("chat endpoint /ws/chat/<slug>/ is not in config.routing")
     sizes = w.size("joins_sizes", quick)
     warm = min(10, *sizes)
     tag = uuid.uuid4().hex[:8]
@@ -591,7 +591,7 @@ def overlap_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
     """
     server_kind, app, path, mode = OVERLAP_TARGETS[name]
     if mode == "chat" and not prep["chat"]:
-        raise w.Skip("chat endpoint /ws/chat/<slug>/ is not in config.routing yet (chat not merged)")
+        raise w.Skip("chat endpoint /ws/chat/<slug>/ is not in config.routing")
     n = w.size("fanout_sockets", quick)
     m = w.size("fanout_messages", quick)
     prefix = w.new_prefix()

@@ -49,7 +49,7 @@ SIZES = {
 
 
 class Skip(Exception):
-    """A target that cannot run yet (e.g. the chat endpoint is not merged)."""
+    """A target that cannot run (e.g. config.routing has no chat endpoint)."""
 
 
 def size(name: str, quick: bool):
@@ -221,7 +221,7 @@ def profiled(server: Server, name: str):
 def fanout_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
     server_kind, app, path, mode, n_clients = FANOUT_TARGETS[name]
     if mode == "chat" and not prep["chat"]:
-        raise Skip("chat endpoint /ws/chat/<slug>/ is not in config.routing yet (chat not merged)")
+        raise Skip("chat endpoint /ws/chat/<slug>/ is not in config.routing")
     n = size("fanout_sockets", quick)
     m = size("fanout_messages", quick)
     prefix = new_prefix()

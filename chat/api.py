@@ -1,4 +1,4 @@
-"""JSON API of chat rooms (see ../shared/CONTRACT.md, HTTP API)."""
+"""JSON API of chat rooms (see docs/protocol.md, "HTTP API")."""
 
 from __future__ import annotations
 

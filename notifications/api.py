@@ -1,4 +1,4 @@
-"""JSON API of the inbox and the publish endpoint (see ../shared/CONTRACT.md, HTTP API)."""
+"""JSON API of the inbox and the publish endpoint (see docs/protocol.md, "HTTP API")."""
 
 from __future__ import annotations
 
