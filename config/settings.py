@@ -298,6 +298,17 @@ CHAT_ABUSE_WINDOW_SECONDS = env_float("CHAT_ABUSE_WINDOW_SECONDS", 10.0, minimum
 CHAT_TYPING_INTERVAL_SECONDS = env_float("CHAT_TYPING_INTERVAL_SECONDS", 1.0, minimum=0.0)
 CHAT_RATE_KEY_PREFIX = env_str("CHAT_RATE_KEY_PREFIX", "chat-rate")
 
+# A user's sockets on every endpoint and worker together (contract v2); further
+# ones are closed with 4429 `too_many_sockets` (realtime/socket_cap.py). Each
+# socket's slot is an entry in Redis that its worker refreshes every heartbeat
+# and that expires after the TTL, so a killed worker's slots come back.
+WS_MAX_SOCKETS_PER_USER = env_int("WS_MAX_SOCKETS_PER_USER", 50, minimum=1)
+WS_SOCKETS_TTL_SECONDS = env_float("WS_SOCKETS_TTL_SECONDS", 60.0, minimum=0.01)
+WS_SOCKETS_HEARTBEAT_SECONDS = env_float("WS_SOCKETS_HEARTBEAT_SECONDS", 15.0, minimum=0.01)
+if WS_SOCKETS_TTL_SECONDS < 2 * WS_SOCKETS_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured("WS_SOCKETS_TTL_SECONDS must be at least twice WS_SOCKETS_HEARTBEAT_SECONDS")
+WS_SOCKETS_KEY_PREFIX = env_str("WS_SOCKETS_KEY_PREFIX", "sockets")
+
 # --- Login throttle (contract v2; realtime/login_throttle.py) ----------------------
 # This many failed logins within the window, for one username or from one client
 # address, refuse further attempts with 429 until the oldest of them leaves the window.
