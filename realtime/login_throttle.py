@@ -220,5 +220,5 @@ class ThrottleBackend:
             raise PermissionDenied  # authenticate() stops here: no other backend is asked
         return None
 
-    def get_user(self, user_id: Any) -> None:
-        return None
+    # No get_user: sessions never name this backend (force_login and login()
+    # pick the first backend that has one).
