@@ -49,6 +49,8 @@ def pytest_configure(config):
         layer["CONFIG"]["hosts"] = [{**host, "client_name": run} for host in layer["CONFIG"]["hosts"]]
     settings.PRESENCE_KEY_PREFIX = f"{run}-presence"
     settings.CHAT_RATE_KEY_PREFIX = f"{run}-rate"
+    settings.WS_SOCKETS_KEY_PREFIX = f"{run}-sockets"
+    settings.LOGIN_THROTTLE_KEY_PREFIX = f"{run}-login"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -169,6 +171,8 @@ def subprocess_env() -> dict[str, str]:
     env["CHANNEL_LAYER_PREFIX"] = settings.CHANNEL_LAYER_PREFIX
     env["PRESENCE_KEY_PREFIX"] = settings.PRESENCE_KEY_PREFIX
     env["CHAT_RATE_KEY_PREFIX"] = settings.CHAT_RATE_KEY_PREFIX
+    env["WS_SOCKETS_KEY_PREFIX"] = settings.WS_SOCKETS_KEY_PREFIX
+    env["LOGIN_THROTTLE_KEY_PREFIX"] = settings.LOGIN_THROTTLE_KEY_PREFIX
     env.setdefault("DJANGO_SECRET_KEY", settings.SECRET_KEY)
     return env
 

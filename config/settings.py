@@ -225,6 +225,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# The login throttle first: while it is on for a username or an address, no
+# password is checked (realtime/login_throttle.py).
+AUTHENTICATION_BACKENDS = [
+    "realtime.login_throttle.ThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/notifications/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -291,6 +297,27 @@ CHAT_ABUSE_WINDOW_SECONDS = env_float("CHAT_ABUSE_WINDOW_SECONDS", 10.0, minimum
 # Extra `typing` frames from one socket within this interval are dropped.
 CHAT_TYPING_INTERVAL_SECONDS = env_float("CHAT_TYPING_INTERVAL_SECONDS", 1.0, minimum=0.0)
 CHAT_RATE_KEY_PREFIX = env_str("CHAT_RATE_KEY_PREFIX", "chat-rate")
+
+# A user's sockets on every endpoint and worker together (contract v2); further
+# ones are closed with 4429 `too_many_sockets` (realtime/socket_cap.py). Each
+# socket's slot is an entry in Redis that its worker refreshes every heartbeat
+# and that expires after the TTL, so a killed worker's slots come back.
+WS_MAX_SOCKETS_PER_USER = env_int("WS_MAX_SOCKETS_PER_USER", 50, minimum=1)
+WS_SOCKETS_TTL_SECONDS = env_float("WS_SOCKETS_TTL_SECONDS", 60.0, minimum=0.01)
+WS_SOCKETS_HEARTBEAT_SECONDS = env_float("WS_SOCKETS_HEARTBEAT_SECONDS", 15.0, minimum=0.01)
+if WS_SOCKETS_TTL_SECONDS < 2 * WS_SOCKETS_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured("WS_SOCKETS_TTL_SECONDS must be at least twice WS_SOCKETS_HEARTBEAT_SECONDS")
+WS_SOCKETS_KEY_PREFIX = env_str("WS_SOCKETS_KEY_PREFIX", "sockets")
+
+# --- Login throttle (contract v2; realtime/login_throttle.py) ----------------------
+# This many failed logins within the window, for one username or from one client
+# address, refuse further attempts with 429 until the oldest of them leaves the window.
+LOGIN_FAILURES_MAX = env_int("LOGIN_FAILURES_MAX", 10, minimum=1)
+LOGIN_FAILURES_WINDOW_SECONDS = env_int("LOGIN_FAILURES_WINDOW_SECONDS", 300, minimum=1)
+LOGIN_THROTTLE_KEY_PREFIX = env_str("LOGIN_THROTTLE_KEY_PREFIX", "login-failures")
+# Proxies (addresses or networks, e.g. 10.0.0.5,172.30.0.0/24) whose
+# X-Forwarded-For names the client; from anyone else the header is ignored.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
 
 # Threads per lane for socket handlers' database work (realtime/db.py): one lane
 # for handshakes, one for the frames of open sockets; each thread holds a connection.

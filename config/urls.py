@@ -15,8 +15,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # Only these two: the service sends no mail, so Django's password reset and
     # change pages (in django.contrib.auth.urls) could only fail. Passwords are
-    # set in the admin or with `manage.py changepassword`.
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    # set in the admin or with `manage.py changepassword`. The login page is
+    # Django's with the login throttle's 429 (realtime.views.LoginView).
+    path("accounts/login/", realtime_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("notifications/", include("notifications.urls")),
     path("chat/", include("chat.urls")),

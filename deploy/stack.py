@@ -116,6 +116,9 @@ def stack_env(directory: Path) -> dict[str, str]:
     # The image collects static files at build; here the workers serve them from
     # the app folders instead, so the pages' scripts (and their sockets) load.
     env.setdefault("WHITENOISE_USE_FINDERS", "true")
+    # nginx reaches the workers from loopback: its X-Forwarded-For names the client
+    # (the login throttle's per-address count).
+    env.setdefault("TRUSTED_PROXIES", "127.0.0.1,::1")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

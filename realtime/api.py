@@ -7,7 +7,16 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
-from realtime.http import ApiError, authorization, csrf_problem, error_response, guarded, json_body
+from realtime import login_throttle
+from realtime.http import (
+    ApiError,
+    authorization,
+    csrf_problem,
+    error_response,
+    guarded,
+    json_body,
+    rate_limited,
+)
 from realtime.tokens import issue_token
 
 MAX_CREDENTIAL_LENGTH = 1024
@@ -39,6 +48,9 @@ def _issue(request: HttpRequest) -> HttpResponse:
         if errors:
             raise ApiError(400, "invalid_message", errors)
         user = authenticate(request, username=username, password=password)
+        wait = login_throttle.refused(request)
+        if wait is not None:  # too many failures for this username or address: not even tried
+            return rate_limited(wait)
         if user is None:  # wrong password, unknown user or inactive user: one answer
             return error_response(401, "invalid_credentials", "wrong username or password")
         return _token_response(user)

@@ -15,11 +15,12 @@ class RealtimeConfig(AppConfig):
 
     def ready(self) -> None:
         from django.contrib.auth import get_user_model
-        from django.contrib.auth.signals import user_logged_out
+        from django.contrib.auth.signals import user_logged_out, user_login_failed
         from django.core.handlers.asgi import ASGIHandler
         from django.core.signals import request_finished
         from django.db.models.signals import post_save, pre_save
 
+        from realtime.login_throttle import count_failure
         from realtime.receivers import (
             close_request_connections,
             close_sockets_on_deactivation,
@@ -45,3 +46,5 @@ class RealtimeConfig(AppConfig):
         request_finished.connect(
             close_request_connections, sender=ASGIHandler, dispatch_uid="realtime.close_request_connections"
         )
+        # Failed logins count wherever authenticate() is called with a request.
+        user_login_failed.connect(count_failure, dispatch_uid="realtime.login_throttle")

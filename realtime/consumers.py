@@ -25,7 +25,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from realtime import adapter, db, drain, observe, wire
+from realtime import adapter, db, drain, observe, socket_cap, wire
 from realtime.errors import UNAVAILABLE_ERRORS, log_unavailable
 from realtime.hub import encoded_once, get_hub
 from realtime.protocol import (
@@ -88,6 +88,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     _auth_timer: asyncio.Task | None = None
     _expiry_timer: asyncio.Task | None = None
     _gone = False  # disconnect() has run
+    _has_slot = False  # counted in the user's sockets (realtime.socket_cap)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -202,6 +203,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         await asyncio.shield(release)
 
     async def _release(self) -> None:
+        if self._has_slot:
+            self._has_slot = False
+            socket_cap.get_slots().release(socket=self.socket_id)
         if self.user is not None:
             await self.left()
         hub = get_hub()
@@ -224,13 +228,28 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         try:
             # Every endpoint's sockets are in the user's group, so a forced
             # disconnect reaches them all, whatever else the subclass joins.
-            await self.join(user_group(user.pk))
+            # The slot is taken meanwhile: one Redis call, no extra wait on the join path.
+            outcomes = await asyncio.gather(
+                self._take_slot(user), self.join(user_group(user.pk)), return_exceptions=True
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            if not outcomes[0]:
+                raise CloseSocket(CloseCode.RATE_LIMITED, CloseReason.TOO_MANY_SOCKETS)
             await self.authenticated()
         except UNAVAILABLE_ERRORS as exc:
             # Without its groups or its welcome the socket would sit silent;
             # closing makes the client retry (and resume) once we are back.
             log_unavailable(logger, exc, "backing service unavailable at start endpoint=%s", self.endpoint)
             raise CloseSocket(CloseCode.SERVER_ERROR, "unavailable") from None
+
+    async def _take_slot(self, user) -> bool:
+        taken = await socket_cap.get_slots().take(user_id=user.pk, socket=self.socket_id)
+        if taken and self._gone:
+            socket_cap.get_slots().release(socket=self.socket_id)  # closed while it was being taken
+        self._has_slot = taken and not self._gone
+        return taken
 
     def _schedule_expiry(self) -> None:
         if self._expiry_timer is not None:

@@ -51,6 +51,13 @@ def error_response(status: int, code: str, detail: str | dict[str, Any]) -> Json
     return JsonResponse({"error": code, "detail": detail}, status=status)
 
 
+def rate_limited(retry_after: int) -> JsonResponse:
+    """429 `rate_limited`, with the seconds to wait in `Retry-After` (RFC 9110 10.2.3)."""
+    response = error_response(429, "rate_limited", f"too many failed attempts; retry in {retry_after} s")
+    response["Retry-After"] = str(retry_after)
+    return response
+
+
 def validation_detail(exc: ValidationError) -> dict[str, str] | str:
     if hasattr(exc, "error_dict"):
         return {field: "; ".join(messages) for field, messages in exc.message_dict.items()}

@@ -64,7 +64,7 @@ class Event(StrEnum):
 
 
 class CloseReason(StrEnum):
-    """Reasons sent with a 4401 close, so a client knows whether to re-authenticate."""
+    """Reasons sent with a close, so a client knows whether to re-authenticate or back off."""
 
     NOT_AUTHENTICATED = "not_authenticated"  # no valid credentials by the deadline
     INVALID_TOKEN = "invalid_token"  # noqa: S105 - the handshake's bearer token was refused
@@ -72,6 +72,7 @@ class CloseReason(StrEnum):
     LOGGED_OUT = "logged_out"
     DEACTIVATED = "deactivated"  # an admin deactivated (or deleted) the user
     DISCONNECTED = "disconnected"  # an admin's "Disconnect user"
+    TOO_MANY_SOCKETS = "too_many_sockets"  # with 4429: the user holds WS_MAX_SOCKETS_PER_USER already
 
 
 def user_group(user_id: int) -> str:

@@ -27,11 +27,15 @@ SERVERS = {
     "realtime.serve": ["-m", "realtime.serve", "--bind", "127.0.0.1", "--port", "{port}", APP],
     # daphne's runserver (daphne is in INSTALLED_APPS); no reloader, so the test's pid is the server's.
     "runserver": ["manage.py", "runserver", "--noreload", "127.0.0.1:{port}"],
+    # --no-proxy-headers, as the README says: uvicorn would otherwise take X-Forwarded-For
+    # from any loopback peer as the client address (the login throttle's; TRUSTED_PROXIES).
     "uvicorn-websockets": [
         "-m", "uvicorn", APP, "--host", "127.0.0.1", "--port", "{port}", "--ws", "websockets",
+        "--no-proxy-headers",
     ],
     "uvicorn-websockets-sansio": [
         "-m", "uvicorn", APP, "--host", "127.0.0.1", "--port", "{port}", "--ws", "websockets-sansio",
+        "--no-proxy-headers",
     ],
 }  # fmt: skip
 
