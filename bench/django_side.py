@@ -85,7 +85,7 @@ def prepare(n: int) -> dict:
     ensure_database()
     setup_django()
     from django.conf import settings
-    from django.contrib.auth import get_user_model
+    from django.contrib.auth import get_user_model, load_backend
     from django.contrib.auth.hashers import make_password
     from django.contrib.sessions.backends.db import SessionStore
     from django.contrib.sessions.models import Session
@@ -110,7 +110,11 @@ def prepare(n: int) -> dict:
     Session.objects.all().delete()
     expire = timezone.now() + timezone.timedelta(days=1)
     store = SessionStore()
-    backend = settings.AUTHENTICATION_BACKENDS[0]
+    # The backend a login stores: the first that can load a user, as Django's
+    # test client picks it (the login throttle, first, cannot).
+    backend = next(
+        path for path in settings.AUTHENTICATION_BACKENDS if hasattr(load_backend(path), "get_user")
+    )
     sessions, cookies = [], []
     for name in names:
         user = users[name]

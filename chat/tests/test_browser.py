@@ -230,7 +230,13 @@ def crowd_cookies(count: int) -> list[str]:
     """`count` new users (crowd000, crowd001, ...) and a session cookie for each, in two queries."""
     from importlib import import_module
 
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.contrib.auth import (
+        BACKEND_SESSION_KEY,
+        HASH_SESSION_KEY,
+        SESSION_KEY,
+        get_user_model,
+        load_backend,
+    )
     from django.contrib.auth.hashers import make_password
     from django.contrib.sessions.models import Session
     from django.utils import timezone
@@ -240,6 +246,10 @@ def crowd_cookies(count: int) -> list[str]:
     User = get_user_model()
     users = User.objects.bulk_create(User(username=f"crowd{i:03d}", password=password) for i in range(count))
     store = import_module(settings.SESSION_ENGINE).SessionStore()
+    # The backend a login stores: the first that can load a user (the login throttle cannot).
+    backend = next(
+        path for path in settings.AUTHENTICATION_BACKENDS if hasattr(load_backend(path), "get_user")
+    )
     expires = timezone.now() + timezone.timedelta(seconds=settings.SESSION_COOKIE_AGE)
     sessions = [
         Session(
@@ -247,7 +257,7 @@ def crowd_cookies(count: int) -> list[str]:
             session_data=store.encode(
                 {
                     SESSION_KEY: str(user.pk),
-                    BACKEND_SESSION_KEY: settings.AUTHENTICATION_BACKENDS[0],
+                    BACKEND_SESSION_KEY: backend,
                     HASH_SESSION_KEY: user.get_session_auth_hash(),
                 }
             ),

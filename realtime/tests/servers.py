@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from channels.db import database_sync_to_async
@@ -164,6 +166,26 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+@contextlib.contextmanager
+def every_server(
+    env: dict[str, str] | Callable[[str], dict[str, str]], logs: Path
+) -> Iterator[dict[str, ServerProcess]]:
+    """Every server of SERVERS started at once on `env` (or `env(name)`), ready; stopped after.
+
+    For a test module's fixture: its tests share the servers, one per launcher.
+    """
+    started: dict[str, ServerProcess] = {}
+    try:
+        for name in SERVERS:
+            started[name] = ServerProcess(name, env(name) if callable(env) else env, logs / f"{name}.log")
+        for server in started.values():
+            server.wait_ready()
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
 
 
 def open_sockets(base: str) -> dict[str, float]:

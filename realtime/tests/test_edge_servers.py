@@ -20,7 +20,7 @@ from channels.db import database_sync_to_async
 
 from conftest import make_token, server_env
 from realtime.tests.faults import poll
-from realtime.tests.servers import SERVERS, ServerProcess, handshake, http_get, token_socket
+from realtime.tests.servers import SERVERS, every_server, handshake, http_get, token_socket
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -49,14 +49,8 @@ def servers(django_db_setup, tmp_path_factory):
         "HTTP_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
         "METRICS_TOKEN": "",
     }
-    started = {name: ServerProcess(name, env, logs / f"{name}.log") for name in SERVERS}
-    try:
-        for server in started.values():
-            server.wait_ready()
+    with every_server(env, logs) as started:
         yield started
-    finally:
-        for server in started.values():
-            server.stop()
 
 
 async def closed_by_server(port: int, payload: bytes = b"", *, every: float = 0.0) -> bool:

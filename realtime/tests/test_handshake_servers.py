@@ -22,7 +22,14 @@ from websockets.exceptions import ConnectionClosed
 from chat import services as chat_services
 from conftest import ORIGIN, server_env, session_cookie
 from realtime.tests.faults import poll
-from realtime.tests.servers import SERVERS, ServerProcess, browser_socket, handshake, open_sockets
+from realtime.tests.servers import (
+    SERVERS,
+    ServerProcess,
+    browser_socket,
+    every_server,
+    handshake,
+    open_sockets,
+)
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -58,14 +65,8 @@ def servers(django_db_setup, tmp_path_factory):
         # Far longer than a test: an entry left behind must not expire before the check.
         "PRESENCE_TTL_SECONDS": "600",
     }
-    started = {name: ServerProcess(name, env, logs / f"{name}.log") for name in SERVERS}
-    try:
-        for server in started.values():
-            server.wait_ready()
+    with every_server(env, logs) as started:
         yield started
-    finally:
-        for server in started.values():
-            server.stop()
 
 
 async def drop_after_101(port: int, path: str, cookie: str) -> None:

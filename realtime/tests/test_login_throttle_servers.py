@@ -20,7 +20,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from conftest import DEMO_PASSWORD, server_env
-from realtime.tests.servers import SERVERS, ServerProcess
+from realtime.tests.servers import SERVERS, ServerProcess, every_server
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -33,23 +33,19 @@ def servers(django_db_setup, tmp_path_factory):
     """Every server of SERVERS on the test database, started at once; {name: ServerProcess}."""
     logs = tmp_path_factory.mktemp("throttle-servers")
     tag = uuid.uuid4().hex[:10]
-    started = {}
-    try:
-        for name in SERVERS:
-            env = server_env(tag) | {
-                "LOG_LEVEL": "INFO",
-                "LOGIN_THROTTLE_KEY_PREFIX": f"test-login-{tag}-{name}",
-                "LOGIN_FAILURES_MAX": "10",
-                "LOGIN_FAILURES_WINDOW_SECONDS": "300",
-            }
-            env.pop("TRUSTED_PROXIES", None)
-            started[name] = ServerProcess(name, env, logs / f"{name}.log")
-        for server in started.values():
-            server.wait_ready()
+
+    def env(name: str) -> dict[str, str]:
+        values = server_env(tag) | {
+            "LOG_LEVEL": "INFO",
+            "LOGIN_THROTTLE_KEY_PREFIX": f"test-login-{tag}-{name}",
+            "LOGIN_FAILURES_MAX": "10",
+            "LOGIN_FAILURES_WINDOW_SECONDS": "300",
+        }
+        values.pop("TRUSTED_PROXIES", None)
+        return values
+
+    with every_server(env, logs) as started:
         yield started
-    finally:
-        for server in started.values():
-            server.stop()
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], str]:
