@@ -538,3 +538,22 @@ def session_headers(user, *, csrf: bool = True) -> list[tuple[bytes, bytes]]:
     if csrf:
         headers.append((b"x-csrftoken", secret.encode()))
     return headers
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _connections_closed_before_the_test_database_goes(django_db_setup):
+    """Close what test threads left open, so pytest-django can drop the test database.
+
+    Tests reach the database from threads of their own: asgiref's `sync_to_async`
+    thread and the socket handlers' lanes (realtime/db.py), which keep their
+    connections between calls. Torn down before `django_db_setup`, which
+    drops the database.
+    """
+    yield
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    from realtime import db
+
+    asyncio.run(sync_to_async(connections.close_all)())
+    db.close_connections()

@@ -49,3 +49,23 @@ def handshake(func: Callable[..., Any]) -> Callable[..., Any]:
 def frames(func: Callable[..., Any]) -> Callable[..., Any]:
     """`func` as a coroutine function that runs in the frames lane."""
     return DatabaseSyncToAsync(func, thread_sensitive=False, executor=_pool("frames"))
+
+
+def close_connections(timeout: float = 10.0) -> None:
+    """Close the database connection of every lane thread (for tests, before the test database goes)."""
+    from django.db import connections
+
+    threads = settings.DB_SOCKET_THREADS  # each pool's size (_pool)
+    with _lock:
+        pools = list(_pools.values())
+    for pool in pools:
+        # One task per thread: each waits at the barrier until all have started,
+        # so no thread takes two and every thread closes its own connection.
+        barrier = threading.Barrier(threads, timeout=timeout)
+
+        def close(barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            connections.close_all()
+
+        for future in [pool.submit(close) for _ in range(threads)]:
+            future.result(timeout)
