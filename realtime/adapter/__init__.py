@@ -37,9 +37,15 @@ or trickling connection stayed open for good, and uvicorn has no option for it).
 from __future__ import annotations
 
 import logging
-import signal
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from channels.consumer import get_handler_name
+from channels.security.websocket import OriginValidator
+
+from realtime.adapter import internals
 
 logger = logging.getLogger("realtime.adapter")
 
@@ -57,7 +63,8 @@ _state: dict[str, bool] = {}
 
 
 def supported(server: str) -> bool:
-    """True when `server`'s packages are the pinned versions (checked once per process)."""
+    """True when `server`'s packages are the pinned versions and every internal the adapter uses
+    is there (checked once per process; otherwise one warning, and plain ASGI)."""
     if server not in _state:
         pinned = PINNED[server]
         found = {}
@@ -66,7 +73,6 @@ def supported(server: str) -> bool:
                 found[name] = version(name)
             except PackageNotFoundError:
                 found[name] = None
-        _state[server] = found == pinned
         if found != pinned:
             logger.warning(
                 "adapter: %s internals not adapted (want %s, found %s); running on plain ASGI%s",
@@ -77,7 +83,24 @@ def supported(server: str) -> bool:
                 if server == "daphne"
                 else "",
             )
+        _state[server] = found == pinned and internals.check(server)
     return _state[server]
+
+
+def check() -> dict[str, bool]:
+    """Check, once, every internal this process will need; each part missing one warns once, by name.
+
+    Called by `install()` at start-up, so a missing internal shows in the
+    first lines of the log rather than at the first socket.
+    """
+    parts = {"asgiref": internals.check("asgiref")}
+    if under_daphne():
+        parts["daphne"] = supported("daphne")
+    if under_uvicorn():
+        parts["uvicorn"] = supported("uvicorn")
+    if "channels_redis.pubsub" in sys.modules:
+        parts["channels_redis"] = internals.check("channels_redis")
+    return parts
 
 
 def under_daphne() -> bool:
@@ -98,153 +121,24 @@ def under_uvicorn() -> bool:
 
 def install(*, drain_on_sigterm: bool = True) -> None:
     """Adapt the server running this process (daphne or uvicorn); idempotent."""
+    check()
     if under_uvicorn() and supported("uvicorn"):
         # Not exclusive of the daphne branch: Django's set-up imports daphne.server
         # (daphne is an installed app) under uvicorn too, where it is inert.
-        _bound_uvicorn_headers()
+        from realtime.adapter import uvicorn_h11
+
+        uvicorn_h11.bound_request_heads()
     if _state.get("installed") or not under_daphne():
         return
-    _redact_daphne_access_log()
+    from realtime.adapter import twisted_daphne
+
+    twisted_daphne.redact_access_log()
     if not supported("daphne"):
         return
     _state["installed"] = True
-    from daphne.http_protocol import HTTPFactory
-    from daphne.ws_protocol import WebSocketFactory
-
-    from realtime.daphne_protocol import RelayWebSocketProtocol, header_deadline_channel
-
-    # daphne builds its factories in Server.run(), after the application is
-    # imported, and they build every connection from these class attributes.
-    WebSocketFactory.protocol = RelayWebSocketProtocol
-    HTTPFactory.protocol = header_deadline_channel
+    twisted_daphne.install_protocols()
     if drain_on_sigterm:
-        from twisted.internet import reactor
-
-        reactor.callWhenRunning(_drain_on_sigterm)
-
-
-def _redact_daphne_access_log() -> None:
-    # Every access log entry (the command line's AccessLogGenerator, which
-    # writes to stdout, and runserver's) comes through Server.log_action with
-    # the request's path and query string as the client sent them.
-    from daphne.server import Server
-
-    if getattr(Server.log_action, "redacts", False):
-        return
-    from realtime.logging import redact
-
-    log_action = Server.log_action
-
-    def redacting_log_action(self, protocol, action, details):
-        if isinstance(details.get("path"), str):
-            details = {**details, "path": redact(details["path"])}
-        return log_action(self, protocol, action, details)
-
-    redacting_log_action.redacts = True
-    Server.log_action = redacting_log_action
-
-
-def _bound_uvicorn_headers() -> None:
-    """A deadline on uvicorn's h11 protocol: a whole request head within HTTP_HEADER_TIMEOUT_SECONDS.
-
-    Armed when the connection opens and again after each response (uvicorn's
-    own keep-alive timer starts only then and is cancelled by any byte);
-    disarmed as soon as h11 has parsed a request's head. httptools is not
-    installed (requirements.txt), so uvicorn's "auto" picks h11.
-    """
-    import h11
-    from django.conf import settings
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    if getattr(H11Protocol, "relay_header_deadline", False):
-        return
-    connection_made = H11Protocol.connection_made
-    connection_lost = H11Protocol.connection_lost
-    handle_events = H11Protocol.handle_events
-    on_response_complete = H11Protocol.on_response_complete
-
-    def disarm(protocol) -> None:
-        timer = protocol.__dict__.pop("_relay_header_timer", None)
-        if timer is not None:
-            timer.cancel()
-
-    def expire(protocol) -> None:
-        protocol.__dict__.pop("_relay_header_timer", None)
-        # IDLE: h11 has not seen a whole request head since the timer was armed.
-        if protocol.conn.their_state is h11.IDLE and not protocol.transport.is_closing():
-            protocol.transport.close()
-
-    def arm(protocol) -> None:
-        disarm(protocol)
-        protocol._relay_header_timer = protocol.loop.call_later(
-            settings.HTTP_HEADER_TIMEOUT_SECONDS, expire, protocol
-        )
-
-    def relay_connection_made(self, transport):
-        connection_made(self, transport)
-        arm(self)
-
-    def relay_connection_lost(self, exc):
-        disarm(self)
-        connection_lost(self, exc)
-
-    def relay_handle_events(self):
-        handle_events(self)
-        if self.conn.their_state is not h11.IDLE:
-            disarm(self)
-
-    def relay_on_response_complete(self):
-        if not self.transport.is_closing():
-            arm(self)
-        on_response_complete(self)
-
-    H11Protocol.connection_made = relay_connection_made
-    H11Protocol.connection_lost = relay_connection_lost
-    H11Protocol.handle_events = relay_handle_events
-    H11Protocol.on_response_complete = relay_on_response_complete
-    H11Protocol.relay_header_deadline = True
-
-
-def _drain_on_sigterm() -> None:
-    # Runs once the reactor has installed its own handlers (it would stop at
-    # once, cutting every socket), so these replace them.
-    import asyncio
-
-    from twisted.internet import reactor, tcp
-
-    if _state.get("drain_handlers"):
-        return  # realtime.serve installed its own, which also stop listening
-    loop = asyncio.get_event_loop()
-    drain_task: list[asyncio.Future] = []
-
-    def begin(signum: int) -> None:
-        if drain_task:
-            logger.warning("second signal %s during drain: stopping now", signum)
-            reactor.stop()
-            return
-        # Stop listening first, so the proxy sends new connections to the
-        # other workers; the reactor's listening ports are among its readers.
-        for reader in reactor.getReaders():
-            if isinstance(reader, tcp.Port):
-                reader.stopListening()
-        drain_task.append(asyncio.ensure_future(_drain_then_stop()))
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, begin, signum)
-
-
-async def _drain_then_stop() -> None:
-    from django.conf import settings
-    from twisted.internet import reactor
-
-    from realtime import drain
-
-    try:
-        await drain.drain(
-            grace=settings.DRAIN_GRACE_SECONDS, close_timeout=settings.DRAIN_CLOSE_TIMEOUT_SECONDS
-        )
-    finally:
-        reactor.stop()
+        twisted_daphne.drain_on_sigterm()
 
 
 def handlers_installed_by_launcher() -> None:
@@ -264,3 +158,37 @@ def is_closed_send_error(exc: BaseException) -> bool:
         return True
     kind = type(exc)
     return kind.__name__ == "Disconnected" and kind.__module__ == "autobahn.exception"
+
+
+def writer_for(send: Any, *, limit: int):
+    """A pre-framed writer (`realtime.wire.Writer`) for the connection behind ASGI `send`, or None:
+    send through ASGI then (another server, or the adapter is off for this one)."""
+    from realtime.adapter.writers import writer_for
+
+    return writer_for(send, limit=limit)
+
+
+def server_loop():
+    """The server's event loop when this sync code runs inside `sync_to_async` in a server, else None.
+
+    asgiref keeps it in `SyncToAsync.threadlocal` (not public API); without it
+    (`internals.check("asgiref")`), None: the caller waits for its own loop.
+    """
+    if not internals.check("asgiref"):
+        return None
+    from asgiref.sync import SyncToAsync
+
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    same_process = getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None) == os.getpid()
+    return loop if loop is not None and same_process and loop.is_running() else None
+
+
+def handler_name(message: dict[str, Any]) -> str:
+    """The consumer method Channels would dispatch an ASGI `message` to (`websocket.receive` ->
+    `websocket_receive`), by Channels' own rule."""
+    return get_handler_name(message)
+
+
+def origin_allowed(validator: OriginValidator, origin: Any) -> bool:
+    """Channels' OriginValidator matching rules for a parsed `origin`, on `validator`'s allowed origins."""
+    return OriginValidator.validate_origin(validator, origin)
