@@ -121,7 +121,7 @@ def bearer_token(value: bytes) -> str | None:
 class OriginCheck(OriginValidator):
     """Refuse (HTTP 403) a handshake whose Origin is not allowed.
 
-    Channels' matching rules (`validate_origin`: a bare host matches it on any
+    Channels' matching rules (`adapter.origin_allowed`: a bare host matches it on any
     scheme and port, `scheme://host[:port]` exactly), with two differences:
 
     - a handshake with no Origin header passes: scripts and servers send

@@ -1,8 +1,45 @@
-"""The one place that reaches into the servers' internals: daphne, Twisted and autobahn.
+r"""The one package that reaches into dependencies' internals; the rest of the code calls its plain functions.
 
-`config.asgi` calls `install()` once per process. Under daphne (the `daphne`
-command, `manage.py runserver`, `realtime.serve`) it checks that daphne,
-autobahn and Twisted are the versions pinned in requirements.txt and, if so:
+Private (or undocumented) names of daphne, Twisted, autobahn, uvicorn, h11,
+websockets, channels, channels_redis, redis-py and asgiref are used only here:
+
+- `twisted_daphne`: daphne's WebSocket protocol and Twisted's HTTP channel, the
+  access log's masked paths, the drain on SIGTERM under plain daphne;
+- `daphne_launcher`: daphne's Server and command line with the drain
+  (`python -m realtime.serve`);
+- `uvicorn_h11`: the request-head deadline in uvicorn's h11 protocol;
+- `writers`: the pre-framed writers onto daphne's and uvicorn's connections
+  (`writer_for`), each with the slow-client limit;
+- `pubsub_layer`: channels_redis's pub/sub layer with our fixes
+  (`realtime.redis_layer` keeps the settings path);
+- here: asgiref's server loop (`server_loop`), Channels' dispatch and Origin
+  rules (`handler_name`, `origin_allowed`), autobahn's Disconnected
+  (`is_closed_send_error`);
+- `internals`: the list of every internal used, by part, and the check.
+
+This command shows that (app code; tests may reach further), printing only
+adapter lines:
+
+    D='daphne|twisted|autobahn|uvicorn|websockets|h11|channels|channels_redis|redis|asgiref'
+    N='dataBuffer|threadlocal|real_send|validate_origin|get_handler_name|sendCloseFrame|failHandshake'
+    N="$N|handle_reply|log_action|H11Protocol|WebSocketFactory|HTTPFactory|HTTPChannel"
+    N="$N|RedisSingleShardConnection|RedisPubSubLoopLayer"
+    git grep -nE "from ($D)[.a-z_]* import .*\b_[A-Za-z]|[]A-Za-z)]\._[A-Za-z]|\b($N)\b" \
+      -- '*.py' ':!*/tests/*' ':!bench/' \
+      | grep -vE "\b(self|cls|Hub)\._|\._(meta|state|base_manager|relay_\w+|observed_since|errors_\w+)\b"
+
+(the excluded `._` names are Django's model API and this project's own
+attributes on its objects).
+
+`config.asgi` calls `install()` once per process. It first runs `check()`: each
+part the process needs (daphne, uvicorn, channels_redis, asgiref) is looked up
+internal by internal (`internals.INTERNALS`); where one is missing, ONE warning
+names it and says what runs plain instead, and that part stays off: events go
+out through plain ASGI sends (no pre-framed writer), the layer runs as
+upstream ships it, a push from a database thread waits for Redis. Under daphne
+(the `daphne` command, `manage.py runserver`, `realtime.serve`), when daphne,
+autobahn and Twisted are the versions pinned in requirements.txt and every
+internal is there, it:
 
 - builds daphne's sockets with `RelayWebSocketProtocol`, which sends every
   close code a server may send, with its reason. daphne hands the
@@ -24,14 +61,14 @@ Whatever the version, under daphne it masks credentials in the access log's
 request paths (`realtime.logging.redact`): daphne's command line writes that
 log to stdout itself, past the logging filters.
 
-With other versions it logs a warning and installs nothing else: the
-application then runs on plain ASGI (close codes as that daphne sends them, no
-drain, no header deadline), and `realtime.wire` sends through ASGI rather than
-its pre-framed writers, as it does under a uvicorn other than the pinned one
-(`supported`). uvicorn sends every close code and drains with 1012 itself;
-under the pinned uvicorn this module adds the same header deadline to its h11
-protocol, which arms no timer until a first request has been answered (an idle
-or trickling connection stayed open for good, and uvicorn has no option for it).
+With other versions, or an internal missing, it logs a warning and installs
+nothing else: the application then runs on plain ASGI (close codes as that
+daphne sends them, no drain, no header deadline, no pre-framed writers), as it
+does under a uvicorn other than the pinned one (`supported`). uvicorn sends
+every close code and drains with 1012 itself; under the pinned uvicorn this
+package adds the same header deadline to its h11 protocol, which arms no timer
+until a first request has been answered (an idle or trickling connection
+stayed open for good, and uvicorn has no option for it).
 """
 
 from __future__ import annotations
