@@ -20,7 +20,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
-from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -160,7 +159,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         await self.accept()
         if self.closed:
             return  # the client left during the handshake; its disconnect follows
-        self._write = wire.writer_for(self._server_send, limit=settings.WS_MAX_BUFFER_BYTES)
+        self._write = adapter.writer_for(self._server_send, limit=settings.WS_MAX_BUFFER_BYTES)
         observe.socket_accepted(self)  # metrics
         if not drain.register(self):  # this worker is shutting down: reconnect elsewhere
             await self.close_with(CloseCode.RESTARTING, "server_restarting")
@@ -422,7 +421,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         # connections before every frame, a thread hop per frame; every query
         # here goes through database_sync_to_async, which does that around
         # each call already.
-        handler = getattr(self, get_handler_name(message), None)
+        handler = getattr(self, adapter.handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         async with self._serial:

@@ -35,7 +35,7 @@ from django.contrib import auth
 from django.contrib.auth.models import AnonymousUser
 from django.http.cookie import parse_cookie
 
-from realtime import db
+from realtime import adapter, db
 from realtime.errors import UNAVAILABLE_ERRORS, log_unavailable
 from realtime.logs import log_event
 from realtime.tokens import InvalidToken, verify_token
@@ -121,7 +121,7 @@ def bearer_token(value: bytes) -> str | None:
 class OriginCheck(OriginValidator):
     """Refuse (HTTP 403) a handshake whose Origin is not allowed.
 
-    Channels' matching rules (`validate_origin`: a bare host matches it on any
+    Channels' matching rules (`adapter.origin_allowed`: a bare host matches it on any
     scheme and port, `scheme://host[:port]` exactly), with two differences:
 
     - a handshake with no Origin header passes: scripts and servers send
@@ -144,7 +144,7 @@ class OriginCheck(OriginValidator):
 
     def allowed(self, value: bytes) -> bool:
         origin = parse_origin(value)
-        return origin is not None and self.validate_origin(origin)
+        return origin is not None and adapter.origin_allowed(self, origin)
 
 
 class SocketAuthMiddleware:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 import weakref
@@ -19,11 +18,11 @@ from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any
 
-from asgiref.sync import SyncToAsync, async_to_sync
+from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
-from realtime import metrics, observe
+from realtime import adapter, metrics, observe
 from realtime.errors import UNAVAILABLE_ERRORS
 from realtime.hub import batch_envelope, envelope, for_group
 from realtime.protocol import broadcast_group
@@ -97,7 +96,7 @@ def _send(messages: Sequence[Outgoing]) -> bool:
     counted) by the loop. Elsewhere (commands, scripts) it waits, and True means
     every message reached the channel layer.
     """
-    loop = _server_loop()
+    loop = adapter.server_loop()
     if loop is not None:
         _outbox(loop).hand_over(messages)
         return True
@@ -163,13 +162,6 @@ def _outbox(loop: asyncio.AbstractEventLoop) -> _Outbox:
         if outbox is None:
             outbox = _outboxes[loop] = _Outbox(loop)
         return outbox
-
-
-def _server_loop() -> asyncio.AbstractEventLoop | None:
-    """The server's event loop, when this sync code runs inside `sync_to_async`."""
-    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
-    same_process = getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None) == os.getpid()
-    return loop if loop is not None and same_process and loop.is_running() else None
 
 
 def _in_process_layer() -> bool:

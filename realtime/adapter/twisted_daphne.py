@@ -1,5 +1,8 @@
-"""daphne's WebSocket protocol with every close code and its reason, and its HTTP channel with a
-deadline on request headers (both installed by realtime.adapter).
+"""What the adapter changes in daphne, Twisted and autobahn (installed by `realtime.adapter.install()`).
+
+daphne's WebSocket protocol with every close code and its reason, its HTTP
+channel with a deadline on request headers, the access log's masked paths and
+the drain on SIGTERM under plain daphne.
 
 Imported only under daphne, by `realtime.adapter.install()`: importing
 daphne's modules elsewhere would install Twisted's reactor in a uvicorn worker.
@@ -7,14 +10,19 @@ daphne's modules elsewhere would install Twisted's reactor in a uvicorn worker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 
 from autobahn.util import encode_truncate
-from daphne.ws_protocol import WebSocketProtocol
+from daphne.http_protocol import HTTPFactory
+from daphne.server import Server
+from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+from twisted.internet import reactor, tcp
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 
-from realtime.adapter import SENDABLE_CLOSE_CODES
-from realtime.wire import twisted_buffered
+from realtime.adapter import SENDABLE_CLOSE_CODES, _state
+from realtime.adapter.writers import twisted_buffered
 
 logger = logging.getLogger("realtime.adapter")
 
@@ -117,3 +125,70 @@ class HeaderDeadlineChannel(HTTPChannel):
 def header_deadline_channel(factory) -> _GenericHTTPChannelProtocol:
     """What daphne's HTTPFactory builds per connection (Twisted's default, with the deadline channel)."""
     return _GenericHTTPChannelProtocol(HeaderDeadlineChannel())
+
+
+def redact_access_log() -> None:
+    # Every access log entry (the command line's AccessLogGenerator, which
+    # writes to stdout, and runserver's) comes through Server.log_action with
+    # the request's path and query string as the client sent them.
+    if getattr(Server.log_action, "redacts", False):
+        return
+    from realtime.logging import redact
+
+    log_action = Server.log_action
+
+    def redacting_log_action(self, protocol, action, details):
+        if isinstance(details.get("path"), str):
+            details = {**details, "path": redact(details["path"])}
+        return log_action(self, protocol, action, details)
+
+    redacting_log_action.redacts = True
+    Server.log_action = redacting_log_action
+
+
+def install_protocols() -> None:
+    """daphne builds its factories in Server.run(), after the application is imported, and they build
+    every connection from these class attributes."""
+    WebSocketFactory.protocol = RelayWebSocketProtocol
+    HTTPFactory.protocol = header_deadline_channel
+
+
+def drain_on_sigterm() -> None:
+    """Once the reactor runs, replace its SIGTERM/SIGINT handlers (they would stop it at once, cutting
+    every socket) with a drain (`realtime.drain`)."""
+    reactor.callWhenRunning(_drain_on_sigterm)
+
+
+def _drain_on_sigterm() -> None:
+    if _state.get("drain_handlers"):
+        return  # realtime.serve installed its own, which also stop listening
+    loop = asyncio.get_event_loop()
+    drain_task: list[asyncio.Future] = []
+
+    def begin(signum: int) -> None:
+        if drain_task:
+            logger.warning("second signal %s during drain: stopping now", signum)
+            reactor.stop()
+            return
+        # Stop listening first, so the proxy sends new connections to the
+        # other workers; the reactor's listening ports are among its readers.
+        for reader in reactor.getReaders():
+            if isinstance(reader, tcp.Port):
+                reader.stopListening()
+        drain_task.append(asyncio.ensure_future(_drain_then_stop()))
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, begin, signum)
+
+
+async def _drain_then_stop() -> None:
+    from django.conf import settings
+
+    from realtime import drain
+
+    try:
+        await drain.drain(
+            grace=settings.DRAIN_GRACE_SECONDS, close_timeout=settings.DRAIN_CLOSE_TIMEOUT_SECONDS
+        )
+    finally:
+        reactor.stop()

@@ -1,0 +1,78 @@
+"""A dependency internal the adapter needs is gone: one warning names it, and events still arrive.
+
+The worker is plain daphne started by a few lines that first move Twisted's
+`FileDescriptor.dataBuffer` (what the slow-client limit and the pre-framed
+writer read) down to `tcp.Connection`: Twisted still works, but the name is no
+longer where the adapter looks, as after a rename upstream. Before the start-up
+check, the adapter went on reading it through getattr defaults, and the
+slow-client limit quietly read 0 bytes buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connections
+
+from conftest import stop_process, subprocess_env
+from notifications import services as notification_services
+from realtime.tests.servers import APP, browser_socket, free_port, http_get, receive_json, wait_ready
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+MISSING = "twisted.internet.abstract:FileDescriptor.dataBuffer"
+
+# `python -c` this, then daphne's own arguments: daphne with the internal moved.
+DAPHNE_WITHOUT_INTERNAL = """
+import runpy
+import daphne.server  # installs Twisted's asyncio reactor first, as `python -m daphne` does
+from twisted.internet import abstract, tcp
+tcp.Connection.dataBuffer = abstract.FileDescriptor.dataBuffer
+del abstract.FileDescriptor.dataBuffer
+runpy.run_module("daphne", run_name="__main__", alter_sys=True)
+"""
+
+
+async def test_a_missing_internal_is_named_once_and_pushes_still_arrive_over_plain_asgi(alice, tmp_path):
+    """Without a Twisted internal: one warning naming it, a notification still reaches the socket."""
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    log = log_path.open("wb")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        DAPHNE_WITHOUT_INTERNAL,
+        *("-b", "127.0.0.1", "-p", str(port), APP),
+        env=subprocess_env(),
+        cwd=str(settings.BASE_DIR),
+        stdout=log,
+        stderr=log,
+    )
+    inbox = None
+    try:
+        await wait_ready(f"http://127.0.0.1:{port}/readyz", process=process)
+        inbox = await browser_socket(f"ws://127.0.0.1:{port}/ws/notifications/", alice)
+        await receive_json(inbox, "welcome")
+        await sync_to_async(notification_services.notify)(users=alice, title="still here")
+        frame = await receive_json(inbox, "notification")
+        assert frame["notification"]["title"] == "still here"
+        status, metrics = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/metrics")
+        assert status == 200
+        # Plain ASGI sends: the pre-framed writer is off.
+        assert not re.search(r'^relay_frames_direct_total\{endpoint="notifications"\} [1-9]', metrics, re.M)
+    finally:
+        if inbox is not None:
+            await inbox.close()
+        await sync_to_async(connections.close_all)()  # this test's thread, so the database can go
+        await stop_process(process)
+        log.close()
+    output = log_path.read_text()
+    warnings = [line for line in output.splitlines() if "internals missing" in line]
+    assert len(warnings) == 1, output
+    assert MISSING in warnings[0], output
+    assert "Traceback" not in output, output
