@@ -188,6 +188,14 @@ other workloads were not re-run and their tables are from the run of 2026-11-25 
 | fan-out, daphne, vs plain Channels on daphne | 10x | 48,085 vs 3,612 deliveries/s: 13.3x | met |
 | fan-out, uvicorn, vs the websockets server | 0.5x | 45,269 vs 88,143 deliveries/s: 0.51x | met |
 
+- **Re-run after the per-user socket cap, the login throttle and the adapter package were merged**
+  (`BENCH_JOINS_SIZES=500,1000,2000,5000 BENCH_JOINS_TARGETS=service-serve-x2 python -m bench
+  joins --no-save`, same machine, quiet): storm post p99 at 2,000 members 188.8 ms (p50 24.4, max
+  271.2); at 1,000, 261.1 ms; at 5,000, 1,060 ms. Bytes of joining 9.59 MB at 1,000 and 34.48 MB
+  at 2,000 (3.59x); quiet 0.48 s. Worker CPU per join 9.62 / 8.83 / 9.81 / 9.30 ms at 500 / 1,000
+  / 2,000 / 5,000 (5,000 vs 500: 0.97x; storm pass 1.47x): about 1.5 ms more per join than the
+  tables above, mostly the socket cap's Redis script (`realtime/socket_cap.py`). Every delivery
+  arrived once.
 - **The p99 goal holds with little margin.** At 1,000 members the storm's p99 was 250.2 ms in this
   run; at 5,000 it is 930 ms (p50 209 ms) with joins at 94.7/s of the 100/s asked: two workers on
   two cores, shared with the load generator, PostgreSQL and Redis, are near their ceiling there.
