@@ -608,46 +608,39 @@ def overlap_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
         raise w.Skip("chat endpoint /ws/chat/<slug>/ is not in config.routing")
     n = w.size("fanout_sockets", quick)
     m = w.size("fanout_messages", quick)
-    prefix = w.new_prefix()
-    env = key_env(prefix)
-    tag = uuid.uuid4().hex[:8]
-    with Stack() as stack, Clients(1, factory=FACTORY) as clients:
-        try:
-            server = w._start(stack, server_kind, app, env)
-            url = f"ws://127.0.0.1:{server.port}{path}"
-            proc = clients.procs[0]
-            proc.call("begin", {"mode": mode, "tag": tag, "nbits": n})
-            poster = proc.call(
-                "poster", {"index": 0, "url": url, "headers": w.headers_for(prep, server.port, [0])[0]}
+    with w.one_service(server_kind, app, factory=FACTORY, make_env=key_env) as run:
+        server, clients, tag = run.server, run.clients, run.tag
+        url = f"ws://127.0.0.1:{server.port}{path}"
+        proc = clients.procs[0]
+        proc.call("begin", {"mode": mode, "tag": tag, "nbits": n})
+        poster = proc.call(
+            "poster", {"index": 0, "url": url, "headers": w.headers_for(prep, server.port, [0])[0]}
+        )
+        joins = [[k, k + 1, url, h] for k, h in enumerate(w.headers_for(prep, server.port, range(1, n)))]
+        after = (n - 1) // 2
+        cpu0 = proc_cpu_seconds(server.pid)
+        with w.profiled(server, name):
+            storm = proc.call(
+                "storm",
+                {
+                    "joins": joins,
+                    "t0": now_ns(),
+                    "rate": None,
+                    "concurrency": w.FANOUT_CONNECT_CONCURRENCY,
+                    "timeout": 60.0,
+                    "post": {"count": m, "after": after},
+                },
+                timeout=400,
             )
-            joins = [[k, k + 1, url, h] for k, h in enumerate(w.headers_for(prep, server.port, range(1, n)))]
-            after = (n - 1) // 2
-            cpu0 = proc_cpu_seconds(server.pid)
-            with w.profiled(server, name):
-                storm = proc.call(
-                    "storm",
-                    {
-                        "joins": joins,
-                        "t0": now_ns(),
-                        "rate": None,
-                        "concurrency": w.FANOUT_CONNECT_CONCURRENCY,
-                        "timeout": 60.0,
-                        "post": {"count": m, "after": after},
-                    },
-                    timeout=400,
-                )
-                posted = proc.call("stop_posting")
-                echoes = proc.call("echoes", {"timeout": DRAIN_S, "stall": STALL_S}, timeout=DRAIN_S + 60)
-                check = _overlap_check(mode, prep, server, poster, posted)
-                res = proc.call("verify", check, timeout=420)
-            cpu1 = proc_cpu_seconds(server.pid)
-            sends = array("q")
-            sends.frombytes(posted["sends"])
-            welcomes = array("q")
-            welcomes.frombytes(storm["welcomes"])
-        finally:
-            log = stack.servers[0].log_tail() if stack.servers else ""
-            w.drop_prefix(prefix)
+            posted = proc.call("stop_posting")
+            echoes = proc.call("echoes", {"timeout": DRAIN_S, "stall": STALL_S}, timeout=DRAIN_S + 60)
+            check = _overlap_check(mode, prep, server, poster, posted)
+            res = proc.call("verify", check, timeout=420)
+        cpu1 = proc_cpu_seconds(server.pid)
+        sends = array("q")
+        sends.frombytes(posted["sends"])
+        welcomes = array("q")
+        welcomes.frombytes(storm["welcomes"])
     span = (res["last_message_ns"] - posted["t_first_send"]) / 1e9
     lat = spread_ms([res.pop("lat")])
     out = {
@@ -672,5 +665,5 @@ def overlap_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
     }
     out["all_delivered"] = _all_delivered(res, posted["sent"] == m, out)
     if not out["all_delivered"]:
-        out["server_log_tail"] = log
+        out["server_log_tail"] = run.log
     return out

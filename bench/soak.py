@@ -565,7 +565,9 @@ class _Run:
     clients: Clients
 
 
-def _connect(clients: Clients, parts: list[list[dict[str, Any]]], tag: str, args: argparse.Namespace) -> dict:
+def _connect(
+    clients: Clients, parts: list[list[dict[str, Any]]], tag: str, args: argparse.Namespace
+) -> dict[str, Any]:
     """Step 1: every client process opens its agents' sockets; all of them must connect."""
     starts = clients.all(
         "start",

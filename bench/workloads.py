@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -10,7 +11,7 @@ import sys
 import time
 import uuid
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,41 @@ def _start(stack: Stack, server: str, app: str, env: dict[str, str]) -> Server:
     raise ValueError(server)
 
 
+@dataclasses.dataclass
+class OneService:
+    """One service (or baseline) worker and its load generators, for one target."""
+
+    server: Server
+    clients: Clients
+    env: dict[str, str]
+    tag: str  # the run's users and frames carry it
+    log: str = ""  # the worker's log tail, kept as the stack stops
+
+
+@contextlib.contextmanager
+def one_service(
+    server_kind: str,
+    app: str = SERVICE_APP,
+    n_clients: int = 1,
+    factory: str = "bench.client:Client",
+    make_env: Callable[[str], dict[str, str]] | None = None,
+) -> Iterator[OneService]:
+    """The skeleton every one-worker target shares: a fresh layer prefix (deleted after), the worker
+    started on it, `n_clients` load-generator processes, and the worker's log tail kept on exit."""
+    prefix = new_prefix()
+    env = make_env(prefix) if make_env else bench_env(CHANNEL_LAYER_PREFIX=prefix)
+    tag = uuid.uuid4().hex[:8]
+    with Stack() as stack, Clients(n_clients, factory=factory) as clients:
+        run = None
+        try:
+            run = OneService(_start(stack, server_kind, app, env), clients, env, tag)
+            yield run
+        finally:
+            if run is not None:
+                run.log = stack.servers[0].log_tail() if stack.servers else ""
+            drop_prefix(prefix)
+
+
 # --- 1. fan-out ----------------------------------------------------------------------------------
 FANOUT_TARGETS = {
     # name: (server, app, path, client mode, client processes)
@@ -230,42 +266,35 @@ def fanout_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
         raise Skip("chat endpoint /ws/chat/<slug>/ is not in config.routing")
     n = size("fanout_sockets", quick)
     m = size("fanout_messages", quick)
-    prefix = new_prefix()
-    env = bench_env(CHANNEL_LAYER_PREFIX=prefix)
-    tag = uuid.uuid4().hex[:8]
-    with Stack() as stack, Clients(n_clients) as clients:
-        try:
-            server = _start(stack, server_kind, app, env)
-            url = f"ws://127.0.0.1:{server.port}{path}"
-            # At most FANOUT_CONNECT_CONCURRENCY handshakes in flight: connecting is not what
-            # this workload measures (see the idle workload), delivering is.
-            per_proc = [headers_for(prep, server.port, c) for c in chunks(list(range(n)), n_clients)]
-            conn = _connect(clients, url, mode, tag, per_proc, concurrency=FANOUT_CONNECT_CONCURRENCY)
-            if conn["connected"] != n:
-                raise RuntimeError(f"{name}: {conn['connected']}/{n} sockets connected: {conn['errors']}")
-            quiet = 1.0 if mode == "chat" else 0.3
-            settle = clients.all("settle", [(quiet, 60.0)] * n_clients, timeout=90)
-            reopened = _heal(clients, quiet)
-            clients.all("mark", [None] * n_clients)
-            cpu0 = proc_cpu_seconds(server.pid)
-            with profiled(server, name):
-                sent = clients.procs[0].call(
-                    "post", {"count": m, "format": "chat" if mode == "chat" else "tutorial"}
+    with one_service(server_kind, app, n_clients) as run:
+        server, clients, tag = run.server, run.clients, run.tag
+        url = f"ws://127.0.0.1:{server.port}{path}"
+        # At most FANOUT_CONNECT_CONCURRENCY handshakes in flight: connecting is not what
+        # this workload measures (see the idle workload), delivering is.
+        per_proc = [headers_for(prep, server.port, c) for c in chunks(list(range(n)), n_clients)]
+        conn = _connect(clients, url, mode, tag, per_proc, concurrency=FANOUT_CONNECT_CONCURRENCY)
+        if conn["connected"] != n:
+            raise RuntimeError(f"{name}: {conn['connected']}/{n} sockets connected: {conn['errors']}")
+        quiet = 1.0 if mode == "chat" else 0.3
+        settle = clients.all("settle", [(quiet, 60.0)] * n_clients, timeout=90)
+        reopened = _heal(clients, quiet)
+        clients.all("mark", [None] * n_clients)
+        cpu0 = proc_cpu_seconds(server.pid)
+        with profiled(server, name):
+            sent = clients.procs[0].call(
+                "post", {"count": m, "format": "chat" if mode == "chat" else "tutorial"}
+            )
+            res = merge_collect(
+                clients.all(
+                    "collect",
+                    [
+                        {"expected": len(c) * m, "expected_each": m, "timeout": 300}
+                        for c in chunks(list(range(n)), n_clients)
+                    ],
+                    timeout=400,
                 )
-                res = merge_collect(
-                    clients.all(
-                        "collect",
-                        [
-                            {"expected": len(c) * m, "expected_each": m, "timeout": 300}
-                            for c in chunks(list(range(n)), n_clients)
-                        ],
-                        timeout=400,
-                    )
-                )
-            cpu1 = proc_cpu_seconds(server.pid)
-        finally:
-            log = stack.servers[0].log_tail() if stack.servers else ""
-            drop_prefix(prefix)
+            )
+        cpu1 = proc_cpu_seconds(server.pid)
     span = (res["last_ns"] - sent["t_first_send"]) / 1e9
     res.update(
         {
@@ -283,7 +312,7 @@ def fanout_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
         }
     )
     if not res["all_delivered"]:
-        res["server_log_tail"] = log
+        res["server_log_tail"] = run.log
     return _drop_times(res)
 
 
@@ -327,21 +356,6 @@ def fanout(prep: dict, quick: bool) -> dict[str, Any]:
     return {"targets": targets, "ratios": ratios}
 
 
-@contextlib.contextmanager
-def _one_service(server_kind: str):
-    """One service worker on its own layer prefix (deleted after) and one client process.
-
-    Yields the server, the clients, the environment and a tag for the run's users and frames."""
-    prefix = new_prefix()
-    env = bench_env(CHANNEL_LAYER_PREFIX=prefix)
-    tag = uuid.uuid4().hex[:8]
-    with Stack() as stack, Clients(1) as clients:
-        try:
-            yield _start(stack, server_kind, SERVICE_APP, env), clients, env, tag
-        finally:
-            drop_prefix(prefix)
-
-
 def _notifications_pass(
     prep: dict,
     server_kind: str,
@@ -354,9 +368,9 @@ def _notifications_pass(
     settled and healed, then `drive(tag, env)` (the Django driver; it returns its figures and the
     clients' collect arguments) and the deliveries collected.
 
-    Returns the server, the clients' figures (with what the report reads of the connect step), the
-    driver's figures and the collected deliveries."""
-    with _one_service(server_kind) as (server, clients, env, tag):
+    Returns the server, the connect step's figures, the driver's figures and the collected deliveries."""
+    with one_service(server_kind) as run:
+        server, clients, env, tag = run.server, run.clients, run.env, run.tag
         url = f"ws://127.0.0.1:{server.port}/ws/notifications/"
         conn = _connect(clients, url, "notif", tag, [headers_for(prep, server.port, range(n))])
         if conn["connected"] < n * 0.9:
@@ -452,7 +466,8 @@ def idle(prep: dict, quick: bool, servers=("daphne", "uvicorn")) -> dict[str, An
     warm = min(50, n // 2)
     out = {}
     for server_kind in servers:
-        with _one_service(server_kind) as (server, clients, _env, tag):
+        with one_service(server_kind) as run:
+            server, clients, tag = run.server, run.clients, run.tag
             url = f"ws://127.0.0.1:{server.port}/ws/notifications/"
             # Warm up first (imports, pools, first queries), then measure the rest.
             first = _connect(clients, url, "notif", tag, [headers_for(prep, server.port, range(warm))])
