@@ -63,10 +63,7 @@ STORM_SLACK = 3
 
 def spread_ms(blobs: list[bytes]) -> dict[str, float]:
     """p50 / p99 / max of nanosecond durations (array('q') blobs), in milliseconds."""
-    values = array("q")
-    for blob in blobs:
-        values.frombytes(blob)
-    ordered = sorted(values)
+    ordered = w.sorted_ns(blobs)
     return {
         "p50_ms": round(percentile(ordered, 0.50) / 1e6, 2),
         "p99_ms": round(percentile(ordered, 0.99) / 1e6, 2),
@@ -399,16 +396,8 @@ class Run:
         return out
 
     def figures(self, n: int, label: str, posting: bool, seen: Seen) -> dict[str, Any]:
-        storm, posted, quiet, echoes, check, verify, online, left = (
-            seen.storm,
-            seen.posted,
-            seen.quiet,
-            seen.echoes,
-            seen.check,
-            seen.verify,
-            seen.online,
-            seen.left,
-        )
+        storm, posted, echoes, check, verify = seen.storm, seen.posted, seen.echoes, seen.check, seen.verify
+        quiet, online, left = seen.quiet, seen.online, seen.left
         cpu0, cpu_joined, cpu_end = seen.cpu0, seen.cpu_joined, seen.cpu_end
         joins = n - 1
         joined = sum(s["joined"] for s in storm)
@@ -469,14 +458,7 @@ class Run:
             "samples": [s for v in verify for s in v["samples"]][:5],
             "client_cpu_s": [v["client_cpu_s"] for v in verify],
         }
-        out["all_delivered"] = (
-            totals["lost"] == 0
-            and totals["duplicates"] == 0
-            and totals["unexpected"] == 0
-            and totals["received"] == totals["expected"]
-            and posted["sent"] > 0
-            and not out["posts_not_stored"]
-        )
+        out["all_delivered"] = _all_delivered(totals, posted["sent"] > 0, out)
         if quiet is not None:
             last_presence = max(v["last_presence_ns"] for v in verify)
             out["quiet_s"] = round((last_presence - t_last) / 1e9, 3) if last_presence else None
@@ -584,6 +566,38 @@ OVERLAP_TARGETS = {
 }
 
 
+def _overlap_check(
+    mode: str, prep: dict, server: Server, poster: dict[str, Any], posted: dict[str, Any]
+) -> dict[str, Any]:
+    """What the members' deliveries are checked against: the room's stored ids (chat), else the sends."""
+    if mode == "chat":
+        cookie = f"{prep['cookie_name']}={prep['cookies'][0]}"
+        check = {"ids": room_ids(server.port, "lobby", cookie, poster["last_id"] or 0)}
+    else:
+        check = {"sends": posted["sends"]}
+    check.update({"timeout": 300, "stall": STALL_S})
+    return check
+
+
+# What the overlap's figures take as they are from the client's verify answer, in this order.
+OVERLAP_COUNTS = (
+    *("expected", "received", "lost", "duplicates", "unexpected", "out_of_order", "dropped"),
+    *("short_members", "early", "timed_out", "stalled", "samples", "frames", "bytes"),
+)
+
+
+def _all_delivered(res: dict[str, Any], sent: bool, out: dict[str, Any]) -> bool:
+    """The posts were sent (`sent`) and stored, and every member got each once and nothing else."""
+    return (
+        res["lost"] == 0
+        and res["duplicates"] == 0
+        and res["unexpected"] == 0
+        and res["received"] == res["expected"]
+        and sent
+        and not out["posts_not_stored"]
+    )
+
+
 def overlap_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
     """The fan-out, but the poster's burst goes out once half the room is in, the rest still joining.
 
@@ -594,51 +608,39 @@ def overlap_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
         raise w.Skip("chat endpoint /ws/chat/<slug>/ is not in config.routing")
     n = w.size("fanout_sockets", quick)
     m = w.size("fanout_messages", quick)
-    prefix = w.new_prefix()
-    env = key_env(prefix)
-    tag = uuid.uuid4().hex[:8]
-    with Stack() as stack, Clients(1, factory=FACTORY) as clients:
-        try:
-            server = w._start(stack, server_kind, app, env)
-            url = f"ws://127.0.0.1:{server.port}{path}"
-            proc = clients.procs[0]
-            proc.call("begin", {"mode": mode, "tag": tag, "nbits": n})
-            poster = proc.call(
-                "poster", {"index": 0, "url": url, "headers": w.headers_for(prep, server.port, [0])[0]}
+    with w.one_service(server_kind, app, factory=FACTORY, make_env=key_env) as run:
+        server, clients, tag = run.server, run.clients, run.tag
+        url = f"ws://127.0.0.1:{server.port}{path}"
+        proc = clients.procs[0]
+        proc.call("begin", {"mode": mode, "tag": tag, "nbits": n})
+        poster = proc.call(
+            "poster", {"index": 0, "url": url, "headers": w.headers_for(prep, server.port, [0])[0]}
+        )
+        joins = [[k, k + 1, url, h] for k, h in enumerate(w.headers_for(prep, server.port, range(1, n)))]
+        after = (n - 1) // 2
+        cpu0 = proc_cpu_seconds(server.pid)
+        with w.profiled(server, name):
+            storm = proc.call(
+                "storm",
+                {
+                    "joins": joins,
+                    "t0": now_ns(),
+                    "rate": None,
+                    "concurrency": w.FANOUT_CONNECT_CONCURRENCY,
+                    "timeout": 60.0,
+                    "post": {"count": m, "after": after},
+                },
+                timeout=400,
             )
-            joins = [[k, k + 1, url, h] for k, h in enumerate(w.headers_for(prep, server.port, range(1, n)))]
-            after = (n - 1) // 2
-            cpu0 = proc_cpu_seconds(server.pid)
-            with w.profiled(server, name):
-                storm = proc.call(
-                    "storm",
-                    {
-                        "joins": joins,
-                        "t0": now_ns(),
-                        "rate": None,
-                        "concurrency": w.FANOUT_CONNECT_CONCURRENCY,
-                        "timeout": 60.0,
-                        "post": {"count": m, "after": after},
-                    },
-                    timeout=400,
-                )
-                posted = proc.call("stop_posting")
-                echoes = proc.call("echoes", {"timeout": DRAIN_S, "stall": STALL_S}, timeout=DRAIN_S + 60)
-                if mode == "chat":
-                    cookie = f"{prep['cookie_name']}={prep['cookies'][0]}"
-                    check = {"ids": room_ids(server.port, "lobby", cookie, poster["last_id"] or 0)}
-                else:
-                    check = {"sends": posted["sends"]}
-                check.update({"timeout": 300, "stall": STALL_S})
-                res = proc.call("verify", check, timeout=420)
-            cpu1 = proc_cpu_seconds(server.pid)
-            sends = array("q")
-            sends.frombytes(posted["sends"])
-            welcomes = array("q")
-            welcomes.frombytes(storm["welcomes"])
-        finally:
-            log = stack.servers[0].log_tail() if stack.servers else ""
-            w.drop_prefix(prefix)
+            posted = proc.call("stop_posting")
+            echoes = proc.call("echoes", {"timeout": DRAIN_S, "stall": STALL_S}, timeout=DRAIN_S + 60)
+            check = _overlap_check(mode, prep, server, poster, posted)
+            res = proc.call("verify", check, timeout=420)
+        cpu1 = proc_cpu_seconds(server.pid)
+        sends = array("q")
+        sends.frombytes(posted["sends"])
+        welcomes = array("q")
+        welcomes.frombytes(storm["welcomes"])
     span = (res["last_message_ns"] - posted["t_first_send"]) / 1e9
     lat = spread_ms([res.pop("lat")])
     out = {
@@ -658,25 +660,10 @@ def overlap_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
         "latency_p99_ms": lat["p99_ms"],
         "latency_max_ms": lat["max_ms"],
         "server_cpu_s": round(cpu1 - cpu0, 3),
-        **{k: res[k] for k in ("expected", "received", "lost", "duplicates", "unexpected", "out_of_order")},
-        "dropped": res["dropped"],
-        "short_members": res["short_members"],
-        "early": res["early"],
-        "timed_out": res["timed_out"],
-        "stalled": res["stalled"],
-        "samples": res["samples"],
-        "frames": res["frames"],
-        "bytes": res["bytes"],
+        **{k: res[k] for k in OVERLAP_COUNTS},
         "client_cpu_s": [res["client_cpu_s"]],
     }
-    out["all_delivered"] = (
-        res["lost"] == 0
-        and res["duplicates"] == 0
-        and res["unexpected"] == 0
-        and res["received"] == res["expected"]
-        and posted["sent"] == m
-        and not out["posts_not_stored"]
-    )
+    out["all_delivered"] = _all_delivered(res, posted["sent"] == m, out)
     if not out["all_delivered"]:
-        out["server_log_tail"] = log
+        out["server_log_tail"] = run.log
     return out

@@ -27,6 +27,7 @@ import bisect
 import contextlib
 import resource
 from array import array
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -398,6 +399,68 @@ class JoinsClient:
             "echo_lat": self.echo_lat.tobytes(),
         }
 
+    async def _wait_for(self, have: Callable[[], int], want: int, spec: dict[str, Any]) -> tuple[bool, bool]:
+        """Poll `have()` until it reaches `want`, the timeout passes or nothing arrives for `stall` s.
+
+        Returns (timed out, stalled)."""
+        start = now_ns()
+        deadline = start + int(spec.get("timeout", 120) * 1e9)
+        stall = int(spec.get("stall", 15) * 1e9)
+        timed_out = stalled = False
+        while have() < want:
+            t = now_ns()
+            if t > deadline:
+                timed_out = True
+                break
+            if t - max(self.last_message_ns, start) > stall:
+                stalled = True
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(spec.get("linger", 0.3))  # late duplicates would show here
+        return timed_out, stalled
+
+    def _tally(
+        self, ours: list[int], first: dict[int, int], service: bool
+    ) -> tuple[dict[str, int], int, int, list[str]]:
+        """Each member's ids against the suffix of `ours` it must get: the totals, early and late
+        deliveries, and a few members that fell short."""
+        ours_set = set(ours)
+        totals = dict.fromkeys(
+            ("expected", "received", "lost", "duplicates", "unexpected", "out_of_order", "short_members"), 0
+        )
+        early = late = 0
+        top = ours[-1] if ours else 0
+        samples: list[str] = []
+        for m in self.members:
+            exp = set(ours[first[id(m)] :])
+            got = set(m.ids)
+            missing = len(exp - got)
+            dup = len(m.ids) - len(got)
+            # The service: a live id at or below the welcome's last_id was in its history already;
+            # one above every id read is a post stored after the read (counted by the parent).
+            stray = got - exp
+            late_ids = {i for i in stray if service and i > top}
+            late += len(late_ids)
+            stray -= late_ids
+            unexpected = len(stray) if service else len(stray - ours_set)
+            early += 0 if service else len(stray & ours_set)
+            disorder = sum(1 for a, b in zip(m.ids, m.ids[1:], strict=False) if b <= a)
+            totals["expected"] += len(exp)
+            totals["received"] += len(got & exp)
+            totals["lost"] += missing
+            totals["duplicates"] += dup
+            totals["unexpected"] += unexpected
+            totals["out_of_order"] += disorder
+            if missing or dup or unexpected:
+                totals["short_members"] += 1
+                if len(samples) < 5:
+                    closed = f" (closed {m.close_code or 1006})" if m.dead else ""
+                    samples.append(
+                        f"member {m.index}: {missing} missing, {dup} duplicates, "
+                        f"{unexpected} unexpected{closed}"
+                    )
+        return totals, early, late, samples
+
     # --- checks ---------------------------------------------------------------------------------
     async def verify(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Wait for the expected deliveries (bounded), then check each member's ids exactly.
@@ -436,54 +499,8 @@ class JoinsClient:
                     total += hits[key]
             return total
 
-        start = now_ns()
-        deadline = start + int(spec.get("timeout", 120) * 1e9)
-        stall = int(spec.get("stall", 15) * 1e9)
-        timed_out = stalled = False
-        while have() < want:
-            t = now_ns()
-            if t > deadline:
-                timed_out = True
-                break
-            if t - max(self.last_message_ns, start) > stall:
-                stalled = True
-                break
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(spec.get("linger", 0.3))  # late duplicates would show here
-        totals = dict.fromkeys(
-            ("expected", "received", "lost", "duplicates", "unexpected", "out_of_order", "short_members"), 0
-        )
-        early = late = 0
-        top = ours[-1] if ours else 0
-        samples: list[str] = []
-        for m in self.members:
-            exp = set(ours[first[id(m)] :])
-            got = set(m.ids)
-            missing = len(exp - got)
-            dup = len(m.ids) - len(got)
-            # The service: a live id at or below the welcome's last_id was in its history already;
-            # one above every id read is a post stored after the read (counted by the parent).
-            stray = got - exp
-            late_ids = {i for i in stray if service and i > top}
-            late += len(late_ids)
-            stray -= late_ids
-            unexpected = len(stray) if service else len(stray - ours_set)
-            early += 0 if service else len(stray & ours_set)
-            disorder = sum(1 for a, b in zip(m.ids, m.ids[1:], strict=False) if b <= a)
-            totals["expected"] += len(exp)
-            totals["received"] += len(got & exp)
-            totals["lost"] += missing
-            totals["duplicates"] += dup
-            totals["unexpected"] += unexpected
-            totals["out_of_order"] += disorder
-            if missing or dup or unexpected:
-                totals["short_members"] += 1
-                if len(samples) < 5:
-                    closed = f" (closed {m.close_code or 1006})" if m.dead else ""
-                    samples.append(
-                        f"member {m.index}: {missing} missing, {dup} duplicates, "
-                        f"{unexpected} unexpected{closed}"
-                    )
+        timed_out, stalled = await self._wait_for(have, want, spec)
+        totals, early, late, samples = self._tally(ours, first, service)
         return {
             **totals,
             "early": early,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from bench.common import RESULTS, ROOT
@@ -82,6 +83,111 @@ JOINS_CPU_GROWTH = 1.5
 JOINS_P99_MS_AT_2000 = 250
 
 
+def _goal_row(target: str, metric: str, value: str, goal: str, ok: bool | None) -> Row:
+    """A row whose goal applies only at some sizes: no goal, no verdict."""
+    return (target, metric, value, goal, _verdict(ok) if goal else "")
+
+
+def _joins_presence_rows(target: str, n: str, a: dict[str, Any], b: dict[str, Any]) -> list[Row]:
+    """The service's presence traffic per join and the bytes and time of joining (the service only)."""
+    head = f"{int(n):,} members"
+    per = (
+        f"{_fmt(a['presence_frames_per_join_per_member'])} frames, "
+        f"{_fmt(a['presence_bytes_per_join_per_member'])} B / "
+        f"{_fmt(b['presence_frames_per_join_per_member'])} frames, "
+        f"{_fmt(b['presence_bytes_per_join_per_member'])} B"
+    )
+    sized = n == "1000"
+    value = (
+        f"{_mb(a['join_bytes'])} (welcome {_mb(a['bytes']['welcome'])}, presence "
+        f"{_mb(a['bytes']['presence'])}) / {_mb(b['join_bytes'])}"
+    )
+    quiet = f"{_fmt(a['quiet_s'], ' s')} / {_fmt(b['quiet_s'], ' s')}"
+    return [
+        (target, f"{head}: presence per join per member, joins / storm", per, "", ""),
+        _goal_row(
+            target,
+            f"{head}: bytes of joining, all members, joins / storm",
+            value,
+            f"≤ {JOINS_BYTES_MB_AT_1000} MB (joins)" if sized else "",
+            sized and a["join_bytes"] <= JOINS_BYTES_MB_AT_1000 * 1e6,
+        ),
+        _goal_row(
+            target,
+            f"{head}: last join to quiet, joins / storm",
+            quiet,
+            f"≤ {JOINS_QUIET_S_AT_1000:g} s" if sized else "",
+            sized and a["quiet_s"] is not None and a["quiet_s"] <= JOINS_QUIET_S_AT_1000,
+        ),
+    ]
+
+
+def _joins_storm_rows(target: str, n: str, b: dict[str, Any], service: bool) -> list[Row]:
+    """How fast the storm's posts came back to their members, and how many the server took."""
+    head = f"{int(n):,} members"
+    lat = b["latency"]
+    sized = n == "2000" and service
+    value = f"{_fmt(lat['p50_ms'])} / {_fmt(lat['p99_ms'])} / {_fmt(lat['max_ms'])} ms"
+    taken = (
+        f"{_fmt(b['posts_taken_per_s'])}/s of {_fmt(b['post_rate'])}/s sent; "
+        f"first / last post back {_fmt(b['first_post_echo_ms'])} / {_fmt(b['last_post_echo_ms'])} ms"
+    )
+    return [
+        _goal_row(
+            target,
+            f"{head}: storm post delivery p50 / p99 / max",
+            value,
+            f"p99 ≤ {JOINS_P99_MS_AT_2000} ms" if sized else "",
+            sized and lat["p99_ms"] <= JOINS_P99_MS_AT_2000,
+        ),
+        (target, f"{head}: storm posts taken by the server", taken, "", ""),
+    ]
+
+
+def _joins_delivery_rows(target: str, n: str, a: dict[str, Any], b: dict[str, Any]) -> list[Row]:
+    """Whether every member got every post once in both passes, and what the workers logged."""
+    head = f"{int(n):,} members"
+    out: list[Row] = []
+    for label, x in (("joins then posts", a), ("storm", b)):
+        ok = x["all_delivered"] and not x.get("join_errors")
+        out.append((target, f"{head}: deliveries, {label}", _faults(x), "all, once", _verdict(ok)))
+    events = []
+    for label, x in (("joins", a), ("storm", b)):
+        logged = {k: v for k, v in x.get("server_log", {}).items() if v}
+        if logged:
+            events.append(f"{label}: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in logged.items()))
+    if events:
+        out.append((target, f"{head}: worker log", "; ".join(events), "none", _verdict(False)))
+    return out
+
+
+def _joins_online_row(target: str, n: str, a: dict[str, Any], b: dict[str, Any]) -> Row:
+    """Whether every member's online list matched who was connected (the service only)."""
+    checks = []
+    for x in (a, b):
+        o = x["online"]
+        text = f"{o['truth'] - o['members_wrong']:,}/{o['truth']:,} members right"
+        if o["names_not_online"]:
+            text += f", {o['names_not_online']:,} names not online"
+        text += ", HTTP list right" if o.get("http_matches") else ", HTTP list WRONG"
+        checks.append(text)
+    settled = a["online"].get("settled", True) and b["online"].get("settled", True)
+    ok = a["online"]["ok"] and b["online"]["ok"] and a["online"]["truth"] == int(n) if settled else None
+    if not settled:
+        checks.append("frames still arriving when compared")
+    ghosts = [x.get("online_after_close") or 0 for x in (a, b)]
+    if any(ghosts):
+        checks.append(f"still online after all closed: {ghosts[0]:,} / {ghosts[1]:,}")
+        ok = False
+    return (
+        target,
+        f"{int(n):,} members: online lists, joins / storm",
+        " / ".join(checks),
+        "all right",
+        _verdict(ok),
+    )
+
+
 def _joins_rows(target: str, r: dict[str, Any]) -> list[Row]:
     out: list[Row] = []
     service = target.startswith("service")
@@ -92,115 +198,13 @@ def _joins_rows(target: str, r: dict[str, Any]) -> list[Row]:
         hs = f"handshake p99 {_fmt(a['handshake']['p99_ms'])} / {_fmt(b['handshake']['p99_ms'])} ms"
         out.append((target, f"{head}: joins/s achieved, joins / storm", f"{rate}; {hs}", "", ""))
         if service:
-            per = (
-                f"{_fmt(a['presence_frames_per_join_per_member'])} frames, "
-                f"{_fmt(a['presence_bytes_per_join_per_member'])} B / "
-                f"{_fmt(b['presence_frames_per_join_per_member'])} frames, "
-                f"{_fmt(b['presence_bytes_per_join_per_member'])} B"
-            )
-            out.append((target, f"{head}: presence per join per member, joins / storm", per, "", ""))
-            goal, ok = "", None
-            if n == "1000":
-                goal = f"≤ {JOINS_BYTES_MB_AT_1000} MB (joins)"
-                ok = a["join_bytes"] <= JOINS_BYTES_MB_AT_1000 * 1e6
-            value = (
-                f"{_mb(a['join_bytes'])} (welcome {_mb(a['bytes']['welcome'])}, presence "
-                f"{_mb(a['bytes']['presence'])}) / {_mb(b['join_bytes'])}"
-            )
-            out.append(
-                (
-                    target,
-                    f"{head}: bytes of joining, all members, joins / storm",
-                    value,
-                    goal,
-                    _verdict(ok) if goal else "",
-                )
-            )
-            goal, ok = "", None
-            if n == "1000":
-                goal = f"≤ {JOINS_QUIET_S_AT_1000:g} s"
-                ok = a["quiet_s"] is not None and a["quiet_s"] <= JOINS_QUIET_S_AT_1000
-            quiet = f"{_fmt(a['quiet_s'], ' s')} / {_fmt(b['quiet_s'], ' s')}"
-            out.append(
-                (
-                    target,
-                    f"{head}: last join to quiet, joins / storm",
-                    quiet,
-                    goal,
-                    _verdict(ok) if goal else "",
-                )
-            )
+            out += _joins_presence_rows(target, n, a, b)
         cpu = f"{_fmt(a['cpu_per_join_ms'])} / {_fmt(b['cpu_per_join_ms'])} ms"
         out.append((target, f"{head}: worker CPU per join, joins / storm (posts included)", cpu, "", ""))
-        lat = b["latency"]
-        goal, ok = "", None
-        if n == "2000" and service:
-            goal = f"p99 ≤ {JOINS_P99_MS_AT_2000} ms"
-            ok = lat["p99_ms"] <= JOINS_P99_MS_AT_2000
-        value = f"{_fmt(lat['p50_ms'])} / {_fmt(lat['p99_ms'])} / {_fmt(lat['max_ms'])} ms"
-        out.append(
-            (
-                target,
-                f"{head}: storm post delivery p50 / p99 / max",
-                value,
-                goal,
-                _verdict(ok) if goal else "",
-            )
-        )
-        taken = (
-            f"{_fmt(b['posts_taken_per_s'])}/s of {_fmt(b['post_rate'])}/s sent; "
-            f"first / last post back {_fmt(b['first_post_echo_ms'])} / {_fmt(b['last_post_echo_ms'])} ms"
-        )
-        out.append((target, f"{head}: storm posts taken by the server", taken, "", ""))
-        for label, x in (("joins then posts", a), ("storm", b)):
-            out.append(
-                (
-                    target,
-                    f"{head}: deliveries, {label}",
-                    _faults(x),
-                    "all, once",
-                    _verdict(x["all_delivered"] and not x.get("join_errors")),
-                )
-            )
-        events = []
-        for label, x in (("joins", a), ("storm", b)):
-            logged = {k: v for k, v in x.get("server_log", {}).items() if v}
-            if logged:
-                events.append(
-                    f"{label}: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in logged.items())
-                )
-        if events:
-            out.append((target, f"{head}: worker log", "; ".join(events), "none", _verdict(False)))
+        out += _joins_storm_rows(target, n, b, service)
+        out += _joins_delivery_rows(target, n, a, b)
         if service:
-            checks = []
-            for x in (a, b):
-                o = x["online"]
-                text = f"{o['truth'] - o['members_wrong']:,}/{o['truth']:,} members right"
-                if o["names_not_online"]:
-                    text += f", {o['names_not_online']:,} names not online"
-                text += ", HTTP list right" if o.get("http_matches") else ", HTTP list WRONG"
-                checks.append(text)
-            settled = a["online"].get("settled", True) and b["online"].get("settled", True)
-            ok = (
-                a["online"]["ok"] and b["online"]["ok"] and a["online"]["truth"] == int(n)
-                if settled
-                else None
-            )
-            if not settled:
-                checks.append("frames still arriving when compared")
-            ghosts = [x.get("online_after_close") or 0 for x in (a, b)]
-            if any(ghosts):
-                checks.append(f"still online after all closed: {ghosts[0]:,} / {ghosts[1]:,}")
-                ok = False
-            out.append(
-                (
-                    target,
-                    f"{head}: online lists, joins / storm",
-                    " / ".join(checks),
-                    "all right",
-                    _verdict(ok),
-                )
-            )
+            out.append(_joins_online_row(target, n, a, b))
     return out
 
 
@@ -236,154 +240,150 @@ def _joins_ratio_rows(ratios: dict[str, Any]) -> list[Row]:
     return out
 
 
+def _fanout_rows(target: str, r: dict[str, Any]) -> list[Row]:
+    out: list[Row] = [
+        (target, "deliveries/s", _fmt(r["deliveries_per_s"]), "", ""),
+        (
+            target,
+            "latency p50 / p99",
+            f"{_fmt(r['latency_p50_ms'])} / {_fmt(r['latency_p99_ms'])} ms",
+            "",
+            "",
+        ),
+    ]
+    cpu = "+".join(_fmt(c) for c in r["client_cpu_s"])
+    if target.endswith("-overlap"):
+        ok = r["all_delivered"] and not r.get("join_errors")
+        joined = f"{r['joined_while_posting']:,} of {r['sockets']:,} sockets"
+        out.append((target, "delivered", _faults(r), "all, once", _verdict(ok)))
+        out.append((target, "still joining after the first post", joined, "", ""))
+        out.append((target, "generator CPU", f"{cpu} s", "", ""))
+    else:
+        wall = _fmt(max(r["client_wall_s"]))
+        out.append((target, "delivered", _delivered(r), "all", _verdict(r["all_delivered"])))
+        out.append((target, "generator CPU / wall", f"{cpu} s / {wall} s", "", ""))
+    return out
+
+
+def _fanout_ratio_rows(figures: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    ratios = figures.get("ratios", {})
+    goals = {
+        "service_daphne_vs_channels_daphne": ("≥ 10x", 10.0),
+        "service_uvicorn_vs_websockets": ("≥ 0.5x", 0.5),
+    }
+    overlap = [k for k in ratios if k.endswith("_overlap")]
+    for key in (*goals, "channels_daphne_vs_websockets", "websockets_2clients_vs_1client", *overlap):
+        value = ratios.get(key)
+        goal, floor = goals.get(key, ("", None))
+        verdict = "" if floor is None else ("n/a (skipped)" if value is None else _verdict(value >= floor))
+        out.append(("ratio", key.replace("_", " "), _fmt(value, "x"), goal, verdict))
+    return out
+
+
+def _push_rows(target: str, r: dict[str, Any]) -> list[Row]:
+    d = r["driver"]
+    rate = (
+        f"{_fmt(d['achieved_rate'])}/s (call p50 / p99 {_ms(d, 'notify_call_p50_ms', 'notify_call_p99_ms')})"
+    )
+    return [
+        (
+            target,
+            "latency p50 / p99 / max",
+            _ms(r, "latency_p50_ms", "latency_p99_ms", "latency_max_ms"),
+            "p99 ≤ 25 ms",
+            _verdict(r["latency_p99_ms"] <= 25 and r["all_delivered"]),
+        ),
+        (target, "delivered", _delivered(r), "all", _verdict(r["all_delivered"])),
+        (target, "notify() rate achieved", rate, f"{r['rate_per_s']}/s", ""),
+    ]
+
+
+def _broadcast_rows(target: str, r: dict[str, Any]) -> list[Row]:
+    last = r["commit_to_last_receipt_ms"]
+    ok = last is not None and last <= 1000 and r["all_delivered"]
+    return [
+        (target, "commit → last receipt", _fmt(last, " ms"), "≤ 1000 ms", _verdict(ok)),
+        (target, "commit → first receipt", _fmt(r["commit_to_first_receipt_ms"], " ms"), "", ""),
+        (target, "notify() call → commit", _fmt(r["call_to_commit_ms"], " ms"), "", ""),
+        (target, "delivered", _delivered(r), "all", _verdict(r["all_delivered"])),
+    ]
+
+
+def _idle_rows(target: str, r: dict[str, Any]) -> list[Row]:
+    per = r["rss_per_socket_kib"]
+    all_open = r["errors"] == 0 and r["sockets"] == r["requested"]
+    return [
+        (
+            target,
+            "sockets / errors",
+            f"{r['sockets']:,} / {r['errors']}",
+            f"{r['requested']:,} / 0",
+            _verdict(all_open),
+        ),
+        (
+            target,
+            "RSS growth per socket",
+            _fmt(per, " KiB"),
+            "≤ 30 KiB",
+            _verdict(per is not None and per <= 30),
+        ),
+        (target, "handshakes/s", _fmt(r["handshakes_per_s"]), "", ""),
+    ]
+
+
+def _workers_rows(target: str, r: dict[str, Any]) -> list[Row]:
+    if "sizes" not in r:
+        return []
+    out: list[Row] = []
+    for n, s in sorted(r["sizes"].items(), key=lambda kv: int(kv[0])):
+        per = _fmt(s["redis_commands_per_message"])
+        got = f"{s['received']:,}/{s['expected']:,}"
+        out.append((target, f"{n} members: Redis commands/message", per, "", ""))
+        out.append((target, f"{n} members: delivered", got, "all", _verdict(s["all_delivered"])))
+    growth = r.get("growth_small_to_large")
+    ok = None if growth is None else growth <= 1.2
+    verdict = _verdict(ok) if target.startswith("service") else ""
+    out.append(
+        (target, "commands/message, large / small room", _fmt(growth, "x"), "≈ 1x (independent)", verdict)
+    )
+    return out
+
+
+# One row builder per workload: the rows of one target's figures, then the rows drawn from the
+# figures of the whole run (ratios between targets).
+TARGET_ROWS: dict[str, Callable[[str, dict[str, Any]], list[Row]]] = {
+    "fanout": _fanout_rows,
+    "push": _push_rows,
+    "broadcast": _broadcast_rows,
+    "idle": _idle_rows,
+    "workers": _workers_rows,
+    "joins": lambda target, r: _joins_rows(target, r) + _joins_stopped_row(target, r),
+}
+RUN_ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "fanout": _fanout_ratio_rows,
+    "joins": lambda figures: _joins_ratio_rows(figures.get("ratios", {})),
+}
+
+
+def _no_rows(*_: Any) -> list[Row]:
+    return []
+
+
 def rows(doc: dict[str, Any]) -> list[Row]:
     figures = doc["figures"]
     name = doc["workload"]
     if "error" in figures:
         return [("-", "error", figures["error"], "", "ERROR")]
     out: list[Row] = []
-    targets = figures.get("targets", {})
-    for target, r in targets.items():
+    for target, r in figures.get("targets", {}).items():
         if "skipped" in r:
             out.append((target, "skipped", r["skipped"], "", "skipped"))
-            continue
-        if "error" in r:
+        elif "error" in r:
             out.append((target, "error", r["error"][:300], "", "ERROR"))
-            continue
-        if name == "fanout":
-            out.append((target, "deliveries/s", _fmt(r["deliveries_per_s"]), "", ""))
-            out.append(
-                (
-                    target,
-                    "latency p50 / p99",
-                    f"{_fmt(r['latency_p50_ms'])} / {_fmt(r['latency_p99_ms'])} ms",
-                    "",
-                    "",
-                )
-            )
-        if name == "fanout" and target.endswith("-overlap"):
-            ok = r["all_delivered"] and not r.get("join_errors")
-            out.append((target, "delivered", _faults(r), "all, once", _verdict(ok)))
-            joined = f"{r['joined_while_posting']:,} of {r['sockets']:,} sockets"
-            out.append((target, "still joining after the first post", joined, "", ""))
-            cpu = "+".join(_fmt(c) for c in r["client_cpu_s"])
-            out.append((target, "generator CPU", f"{cpu} s", "", ""))
-        elif name == "fanout":
-            out.append((target, "delivered", _delivered(r), "all", _verdict(r["all_delivered"])))
-            cpu = "+".join(_fmt(c) for c in r["client_cpu_s"])
-            wall = _fmt(max(r["client_wall_s"]))
-            out.append((target, "generator CPU / wall", f"{cpu} s / {wall} s", "", ""))
-        elif name == "push":
-            out.append(
-                (
-                    target,
-                    "latency p50 / p99 / max",
-                    _ms(r, "latency_p50_ms", "latency_p99_ms", "latency_max_ms"),
-                    "p99 ≤ 25 ms",
-                    _verdict(r["latency_p99_ms"] <= 25 and r["all_delivered"]),
-                )
-            )
-            out.append((target, "delivered", _delivered(r), "all", _verdict(r["all_delivered"])))
-            d = r["driver"]
-            out.append(
-                (
-                    target,
-                    "notify() rate achieved",
-                    f"{_fmt(d['achieved_rate'])}/s (call p50 / p99 "
-                    f"{_ms(d, 'notify_call_p50_ms', 'notify_call_p99_ms')})",
-                    f"{r['rate_per_s']}/s",
-                    "",
-                )
-            )
-        elif name == "broadcast":
-            last = r["commit_to_last_receipt_ms"]
-            out.append(
-                (
-                    target,
-                    "commit → last receipt",
-                    _fmt(last, " ms"),
-                    "≤ 1000 ms",
-                    _verdict(last is not None and last <= 1000 and r["all_delivered"]),
-                )
-            )
-            out.append(
-                (target, "commit → first receipt", _fmt(r["commit_to_first_receipt_ms"], " ms"), "", "")
-            )
-            out.append((target, "notify() call → commit", _fmt(r["call_to_commit_ms"], " ms"), "", ""))
-            out.append((target, "delivered", _delivered(r), "all", _verdict(r["all_delivered"])))
-        elif name == "idle":
-            per = r["rss_per_socket_kib"]
-            out.append(
-                (
-                    target,
-                    "sockets / errors",
-                    f"{r['sockets']:,} / {r['errors']}",
-                    f"{r['requested']:,} / 0",
-                    _verdict(r["errors"] == 0 and r["sockets"] == r["requested"]),
-                )
-            )
-            out.append(
-                (
-                    target,
-                    "RSS growth per socket",
-                    _fmt(per, " KiB"),
-                    "≤ 30 KiB",
-                    _verdict(per is not None and per <= 30),
-                )
-            )
-            out.append((target, "handshakes/s", _fmt(r["handshakes_per_s"]), "", ""))
-        elif name == "workers":
-            if "sizes" not in r:
-                continue
-            for n, s in sorted(r["sizes"].items(), key=lambda kv: int(kv[0])):
-                out.append(
-                    (
-                        target,
-                        f"{n} members: Redis commands/message",
-                        _fmt(s["redis_commands_per_message"]),
-                        "",
-                        "",
-                    )
-                )
-                out.append(
-                    (
-                        target,
-                        f"{n} members: delivered",
-                        f"{s['received']:,}/{s['expected']:,}",
-                        "all",
-                        _verdict(s["all_delivered"]),
-                    )
-                )
-            growth = r.get("growth_small_to_large")
-            ok = None if growth is None else growth <= 1.2
-            out.append(
-                (
-                    target,
-                    "commands/message, large / small room",
-                    _fmt(growth, "x"),
-                    "≈ 1x (independent)",
-                    _verdict(ok) if target.startswith("service") else "",
-                )
-            )
-        elif name == "joins":
-            out += _joins_rows(target, r) + _joins_stopped_row(target, r)
-    if name == "joins":
-        out += _joins_ratio_rows(figures.get("ratios", {}))
-    if name == "fanout":
-        ratios = figures.get("ratios", {})
-        goals = {
-            "service_daphne_vs_channels_daphne": ("≥ 10x", 10.0),
-            "service_uvicorn_vs_websockets": ("≥ 0.5x", 0.5),
-        }
-        overlap = [k for k in ratios if k.endswith("_overlap")]
-        for key in (*goals, "channels_daphne_vs_websockets", "websockets_2clients_vs_1client", *overlap):
-            value = ratios.get(key)
-            goal, floor = goals.get(key, ("", None))
-            verdict = (
-                "" if floor is None else ("n/a (skipped)" if value is None else _verdict(value >= floor))
-            )
-            out.append(("ratio", key.replace("_", " "), _fmt(value, "x"), goal, verdict))
-    return out
+        else:
+            out += TARGET_ROWS.get(name, _no_rows)(target, r)
+    return out + RUN_ROWS.get(name, _no_rows)(figures)
 
 
 def table_for(doc: dict[str, Any]) -> str:

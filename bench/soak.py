@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -548,6 +549,152 @@ def soak_env(tag: str) -> dict[str, str]:
     )
 
 
+@dataclasses.dataclass
+class _Run:
+    """What the steps of one soak run share."""
+
+    args: argparse.Namespace
+    tag: str
+    env: dict[str, str]
+    users: int
+    seconds: float
+    rooms: list
+    servers: list
+    agents: list[dict[str, Any]]
+    parts: list[list[dict[str, Any]]]
+    clients: Clients
+
+
+def _connect(
+    clients: Clients, parts: list[list[dict[str, Any]]], tag: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Step 1: every client process opens its agents' sockets; all of them must connect."""
+    starts = clients.all(
+        "start",
+        [
+            {
+                "run": tag,
+                "agents": part,
+                "index_base": sum(len(p) for p in parts[:k]),
+                "concurrency": args.connect_concurrency,
+                "timeout": 30.0,
+                "connect_limit": 300.0,
+                "seed": k,
+            }
+            for k, part in enumerate(parts)
+        ],
+        timeout=400,
+    )
+    connect = {
+        "agents": sum(s["agents"] for s in starts),
+        "connected": sum(s["connected"] for s in starts),
+        "seconds": round(max(s["seconds"] for s in starts), 2),
+        "errors": {k: v for s in starts for k, v in s["errors"].items()},
+    }
+    print(f"connected {connect['connected']}/{connect['agents']} in {connect['seconds']} s", flush=True)
+    if connect["connected"] < connect["agents"]:
+        raise RuntimeError(f"only {connect['connected']}/{connect['agents']} sockets connected: {connect}")
+    return connect
+
+
+def _load(soak: _Run, cleanup: contextlib.ExitStack, stack: Stack, sampler: Sampler) -> dict[str, Any]:
+    """Step 2: the notify() driver in its own process, the clients' posts and churn, sampled as it goes.
+
+    Returns the driver's figures."""
+    args, users, agents, parts, seconds = soak.args, soak.users, soak.agents, soak.parts, soak.seconds
+    driver_log = stack.logdir / "driver.log"
+    driver_args = ["push", soak.tag, str(args.notify_rate), str(seconds), str(users)]
+    driver_args += [str(args.group_every), str(min(args.group_size, users))]
+    log_file = cleanup.enter_context(driver_log.open("w"))
+    driver = start_django(driver_args, env=soak.env, stderr=log_file)
+    cleanup.callback(lambda: driver.poll() is None and driver.kill())
+    churn_per_s = args.churn / 100 * len(agents) / 60
+    post_per_s = args.chat_rate * len(soak.rooms)
+    soak.clients.all(
+        "load",
+        [
+            {
+                "seconds": seconds,
+                "post_rate": post_per_s * sum(a["kind"] == "chat" for a in part) / users,
+                "churn_rate": churn_per_s * len(part) / len(agents),
+            }
+            for part in parts
+        ],
+    )
+    t_load = time.monotonic()
+    end = t_load + seconds
+    next_sample = t_load + args.sample_every
+    while next_sample < end:
+        time.sleep(max(0.0, next_sample - time.monotonic()))
+        for server in soak.servers:
+            if server.proc.poll() is not None:
+                raise RuntimeError(f"worker {server.port} exited:\n{server.log_tail()}")
+        sampler.take("load", soak.clients)
+        next_sample += args.sample_every
+    time.sleep(max(0.0, end - time.monotonic()))
+    soak.clients.all("stop_load", [None] * len(parts))
+    figures = finish_django(driver, driver_args, timeout=300)
+    figures.pop("counts", None)
+    sampler.take("load", soak.clients)
+    return figures
+
+
+def _quiesce(soak: _Run) -> dict[str, Any]:
+    """Step 3: everyone back and every outbox empty, so that the database is final."""
+    quiet = soak.clients.all("quiesce", [60.0] * len(soak.parts), timeout=120)
+    return {
+        "waited_s": round(max(q["waited_s"] for q in quiet), 2),
+        "not_live": sum(q["not_live"] for q in quiet),
+        "outbox": sum(q["outbox"] for q in quiet),
+    }
+
+
+def _check(soak: _Run, prep: dict[str, Any], floor: dict[str, Any]) -> dict[str, Any]:
+    """Step 4: every client compares what it holds with the database's final messages and notifications."""
+    spec = {
+        "rooms": soak.rooms,
+        "users": prep["user_ids"][: soak.users],
+        "floor_message": floor["floor_message"],
+        "floor_notification": floor["floor_notification"],
+        "client_id_prefix": f"{soak.tag}-",
+    }
+    db = run_django(["ids", json.dumps(spec)], env=soak.env)
+    expect = {"messages": db["messages"], "notifications": db["notifications"], "limit": 60.0}
+    check = merge_check(soak.clients.all("converge", [expect] * len(soak.parts), timeout=120))
+    check["posts_stored"] = db["posts_stored"]
+    check["messages_in_db"] = sum(len(v) for v in db["messages"].values())
+    check["notifications_in_db"] = sum(len(v) for v in db["notifications"].values())
+    return check
+
+
+def _deliveries(sampler: Sampler, seconds: float) -> dict[str, Any]:
+    """Live deliveries during the load and their latency, from the samples."""
+    samples = sampler.samples
+    lat = lat_stats([sampler.latencies.tobytes()])
+    loaded = [s for s in samples if s["phase"] == "load"]
+    delivered_total = loaded[-1]["clients"]["delivered"] - samples[1]["clients"]["delivered"]
+    return {
+        "live_deliveries_timed": len(sampler.latencies),
+        "delivered_during_load": delivered_total,
+        "per_s": round(delivered_total / seconds, 1),
+        **{k: round(v, 1) for k, v in lat.items()},
+    }
+
+
+def _passed(c: dict[str, Any]) -> bool:
+    """No gap, duplicate or phantom, everyone live at the end, and every acknowledged post stored."""
+    return bool(
+        c["gaps"] == 0
+        and c["duplicates"] == 0
+        and c["phantoms"] == 0
+        and c["never_connected"] == 0
+        and c["not_live_at_end"] == 0
+        and c["outbox_left"] == 0
+        and c["posts_stored"] == c["posts_acked"]
+        and c["expected"] > 0
+    )
+
+
 def run(args: argparse.Namespace, tag: str) -> dict[str, Any]:
     users = args.sockets // 2
     prefixes = key_prefixes(tag)
@@ -573,93 +720,12 @@ def run(args: argparse.Namespace, tag: str) -> dict[str, Any]:
         n_procs = max(1, min(args.client_processes, len(agents)))
         clients = cleanup.enter_context(Clients(n_procs, factory="bench.soak_client:SoakClient"))
         parts = chunks(agents, n_procs)
-        starts = clients.all(
-            "start",
-            [
-                {
-                    "run": tag,
-                    "agents": part,
-                    "index_base": sum(len(p) for p in parts[:k]),
-                    "concurrency": args.connect_concurrency,
-                    "timeout": 30.0,
-                    "connect_limit": 300.0,
-                    "seed": k,
-                }
-                for k, part in enumerate(parts)
-            ],
-            timeout=400,
-        )
-        connect = {
-            "agents": sum(s["agents"] for s in starts),
-            "connected": sum(s["connected"] for s in starts),
-            "seconds": round(max(s["seconds"] for s in starts), 2),
-            "errors": {k: v for s in starts for k, v in s["errors"].items()},
-        }
-        figures["connect"] = connect
-        print(f"connected {connect['connected']}/{connect['agents']} in {connect['seconds']} s", flush=True)
-        if connect["connected"] < connect["agents"]:
-            raise RuntimeError(
-                f"only {connect['connected']}/{connect['agents']} sockets connected: {connect}"
-            )
+        steps = _Run(args, tag, env, users, seconds, rooms, servers, agents, parts, clients)
+        figures["connect"] = _connect(clients, parts, tag, args)
         sampler.take("connected", clients)
-
-        # The load: the notify() driver in its own process, the clients' posts and churn.
-        driver_log = stack.logdir / "driver.log"
-        driver_args = ["push", tag, str(args.notify_rate), str(seconds), str(users)]
-        driver_args += [str(args.group_every), str(min(args.group_size, users))]
-        log_file = cleanup.enter_context(driver_log.open("w"))
-        driver = start_django(driver_args, env=env, stderr=log_file)
-        cleanup.callback(lambda: driver.poll() is None and driver.kill())
-        churn_per_s = args.churn / 100 * len(agents) / 60
-        post_per_s = args.chat_rate * len(rooms)
-        clients.all(
-            "load",
-            [
-                {
-                    "seconds": seconds,
-                    "post_rate": post_per_s * sum(a["kind"] == "chat" for a in part) / users,
-                    "churn_rate": churn_per_s * len(part) / len(agents),
-                }
-                for part in parts
-            ],
-        )
-        t_load = time.monotonic()
-        end = t_load + seconds
-        next_sample = t_load + args.sample_every
-        while next_sample < end:
-            time.sleep(max(0.0, next_sample - time.monotonic()))
-            for server in servers:
-                if server.proc.poll() is not None:
-                    raise RuntimeError(f"worker {server.port} exited:\n{server.log_tail()}")
-            sampler.take("load", clients)
-            next_sample += args.sample_every
-        time.sleep(max(0.0, end - time.monotonic()))
-        clients.all("stop_load", [None] * n_procs)
-        figures["driver"] = finish_django(driver, driver_args, timeout=300)
-        figures["driver"].pop("counts", None)
-        sampler.take("load", clients)
-
-        # The check: everyone back and every outbox empty, then the database is final.
-        quiet = clients.all("quiesce", [60.0] * n_procs, timeout=120)
-        figures["quiesce"] = {
-            "waited_s": round(max(q["waited_s"] for q in quiet), 2),
-            "not_live": sum(q["not_live"] for q in quiet),
-            "outbox": sum(q["outbox"] for q in quiet),
-        }
-        spec = {
-            "rooms": rooms,
-            "users": prep["user_ids"][:users],
-            "floor_message": floor["floor_message"],
-            "floor_notification": floor["floor_notification"],
-            "client_id_prefix": f"{tag}-",
-        }
-        db = run_django(["ids", json.dumps(spec)], env=env)
-        expect = {"messages": db["messages"], "notifications": db["notifications"], "limit": 60.0}
-        check = merge_check(clients.all("converge", [expect] * n_procs, timeout=120))
-        check["posts_stored"] = db["posts_stored"]
-        check["messages_in_db"] = sum(len(v) for v in db["messages"].values())
-        check["notifications_in_db"] = sum(len(v) for v in db["notifications"].values())
-        figures["check"] = check
+        figures["driver"] = _load(steps, cleanup, stack, sampler)
+        figures["quiesce"] = _quiesce(steps)
+        figures["check"] = check = _check(steps, prep, floor)
         sampler.take("settled", clients)
 
         # Close every socket; what the workers hold afterwards is what they would leak.
@@ -669,29 +735,10 @@ def run(args: argparse.Namespace, tag: str) -> dict[str, Any]:
         figures["worker_logs"] = [worker_log_summary(s) for s in servers]
     # The workers have stopped (SIGTERM, drained) and the run's keys are deleted.
 
-    samples = sampler.samples
-    lat = lat_stats([sampler.latencies.tobytes()])
-    loaded = [s for s in samples if s["phase"] == "load"]
-    delivered_total = loaded[-1]["clients"]["delivered"] - samples[1]["clients"]["delivered"]
-    figures["deliveries"] = {
-        "live_deliveries_timed": len(sampler.latencies),
-        "delivered_during_load": delivered_total,
-        "per_s": round(delivered_total / seconds, 1),
-        **{k: round(v, 1) for k, v in lat.items()},
-    }
-    figures["summary"] = summarize(samples, len(servers))
-    figures["samples"] = samples
-    c = check
-    figures["passed"] = bool(
-        c["gaps"] == 0
-        and c["duplicates"] == 0
-        and c["phantoms"] == 0
-        and c["never_connected"] == 0
-        and c["not_live_at_end"] == 0
-        and c["outbox_left"] == 0
-        and c["posts_stored"] == c["posts_acked"]
-        and c["expected"] > 0
-    )
+    figures["deliveries"] = _deliveries(sampler, seconds)
+    figures["summary"] = summarize(sampler.samples, len(servers))
+    figures["samples"] = sampler.samples
+    figures["passed"] = _passed(check)
     return figures
 
 

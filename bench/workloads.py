@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 import uuid
 from array import array
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,11 +93,16 @@ def chunks(indices: list[int], parts: int) -> list[list[int]]:
     return [indices[i * step : (i + 1) * step] for i in range(parts)]
 
 
-def lat_stats(blobs: list[bytes]) -> dict[str, float]:
+def sorted_ns(blobs: list[bytes]) -> list[int]:
+    """Nanosecond durations from the clients' array('q') blobs, in order, for percentiles."""
     values = array("q")
     for blob in blobs:
         values.frombytes(blob)
-    ordered = sorted(values)
+    return sorted(values)
+
+
+def lat_stats(blobs: list[bytes]) -> dict[str, float]:
+    ordered = sorted_ns(blobs)
     ms = 1e6
     return {
         "latency_p50_ms": percentile(ordered, 0.50) / ms,
@@ -173,6 +180,41 @@ def _start(stack: Stack, server: str, app: str, env: dict[str, str]) -> Server:
     raise ValueError(server)
 
 
+@dataclasses.dataclass
+class OneService:
+    """One service (or baseline) worker and its load generators, for one target."""
+
+    server: Server
+    clients: Clients
+    env: dict[str, str]
+    tag: str  # the run's users and frames carry it
+    log: str = ""  # the worker's log tail, kept as the stack stops
+
+
+@contextlib.contextmanager
+def one_service(
+    server_kind: str,
+    app: str = SERVICE_APP,
+    n_clients: int = 1,
+    factory: str = "bench.client:Client",
+    make_env: Callable[[str], dict[str, str]] | None = None,
+) -> Iterator[OneService]:
+    """The skeleton every one-worker target shares: a fresh layer prefix (deleted after), the worker
+    started on it, `n_clients` load-generator processes, and the worker's log tail kept on exit."""
+    prefix = new_prefix()
+    env = make_env(prefix) if make_env else bench_env(CHANNEL_LAYER_PREFIX=prefix)
+    tag = uuid.uuid4().hex[:8]
+    with Stack() as stack, Clients(n_clients, factory=factory) as clients:
+        run = None
+        try:
+            run = OneService(_start(stack, server_kind, app, env), clients, env, tag)
+            yield run
+        finally:
+            if run is not None:
+                run.log = stack.servers[0].log_tail() if stack.servers else ""
+            drop_prefix(prefix)
+
+
 # --- 1. fan-out ----------------------------------------------------------------------------------
 FANOUT_TARGETS = {
     # name: (server, app, path, client mode, client processes)
@@ -224,42 +266,35 @@ def fanout_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
         raise Skip("chat endpoint /ws/chat/<slug>/ is not in config.routing")
     n = size("fanout_sockets", quick)
     m = size("fanout_messages", quick)
-    prefix = new_prefix()
-    env = bench_env(CHANNEL_LAYER_PREFIX=prefix)
-    tag = uuid.uuid4().hex[:8]
-    with Stack() as stack, Clients(n_clients) as clients:
-        try:
-            server = _start(stack, server_kind, app, env)
-            url = f"ws://127.0.0.1:{server.port}{path}"
-            # At most FANOUT_CONNECT_CONCURRENCY handshakes in flight: connecting is not what
-            # this workload measures (see the idle workload), delivering is.
-            per_proc = [headers_for(prep, server.port, c) for c in chunks(list(range(n)), n_clients)]
-            conn = _connect(clients, url, mode, tag, per_proc, concurrency=FANOUT_CONNECT_CONCURRENCY)
-            if conn["connected"] != n:
-                raise RuntimeError(f"{name}: {conn['connected']}/{n} sockets connected: {conn['errors']}")
-            quiet = 1.0 if mode == "chat" else 0.3
-            settle = clients.all("settle", [(quiet, 60.0)] * n_clients, timeout=90)
-            reopened = _heal(clients, quiet)
-            clients.all("mark", [None] * n_clients)
-            cpu0 = proc_cpu_seconds(server.pid)
-            with profiled(server, name):
-                sent = clients.procs[0].call(
-                    "post", {"count": m, "format": "chat" if mode == "chat" else "tutorial"}
+    with one_service(server_kind, app, n_clients) as run:
+        server, clients, tag = run.server, run.clients, run.tag
+        url = f"ws://127.0.0.1:{server.port}{path}"
+        # At most FANOUT_CONNECT_CONCURRENCY handshakes in flight: connecting is not what
+        # this workload measures (see the idle workload), delivering is.
+        per_proc = [headers_for(prep, server.port, c) for c in chunks(list(range(n)), n_clients)]
+        conn = _connect(clients, url, mode, tag, per_proc, concurrency=FANOUT_CONNECT_CONCURRENCY)
+        if conn["connected"] != n:
+            raise RuntimeError(f"{name}: {conn['connected']}/{n} sockets connected: {conn['errors']}")
+        quiet = 1.0 if mode == "chat" else 0.3
+        settle = clients.all("settle", [(quiet, 60.0)] * n_clients, timeout=90)
+        reopened = _heal(clients, quiet)
+        clients.all("mark", [None] * n_clients)
+        cpu0 = proc_cpu_seconds(server.pid)
+        with profiled(server, name):
+            sent = clients.procs[0].call(
+                "post", {"count": m, "format": "chat" if mode == "chat" else "tutorial"}
+            )
+            res = merge_collect(
+                clients.all(
+                    "collect",
+                    [
+                        {"expected": len(c) * m, "expected_each": m, "timeout": 300}
+                        for c in chunks(list(range(n)), n_clients)
+                    ],
+                    timeout=400,
                 )
-                res = merge_collect(
-                    clients.all(
-                        "collect",
-                        [
-                            {"expected": len(c) * m, "expected_each": m, "timeout": 300}
-                            for c in chunks(list(range(n)), n_clients)
-                        ],
-                        timeout=400,
-                    )
-                )
-            cpu1 = proc_cpu_seconds(server.pid)
-        finally:
-            log = stack.servers[0].log_tail() if stack.servers else ""
-            drop_prefix(prefix)
+            )
+        cpu1 = proc_cpu_seconds(server.pid)
     span = (res["last_ns"] - sent["t_first_send"]) / 1e9
     res.update(
         {
@@ -277,10 +312,8 @@ def fanout_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
         }
     )
     if not res["all_delivered"]:
-        res["server_log_tail"] = log
-    for k in ("first_ns", "last_ns"):
-        res.pop(k)
-    return res
+        res["server_log_tail"] = run.log
+    return _drop_times(res)
 
 
 def fanout(prep: dict, quick: bool) -> dict[str, Any]:
@@ -323,6 +356,46 @@ def fanout(prep: dict, quick: bool) -> dict[str, Any]:
     return {"targets": targets, "ratios": ratios}
 
 
+def _notifications_pass(
+    prep: dict,
+    server_kind: str,
+    n: int,
+    workload: str,
+    settle: tuple[float, float],
+    drive: Callable[[str, dict[str, str]], tuple[dict[str, Any], dict[str, Any]]],
+) -> tuple[Server, dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """What push and broadcast share: one server on its own layer prefix, n notification sockets open,
+    settled and healed, then `drive(tag, env)` (the Django driver; it returns its figures and the
+    clients' collect arguments) and the deliveries collected.
+
+    Returns the server, the connect step's figures, the driver's figures and the collected deliveries."""
+    with one_service(server_kind) as run:
+        server, clients, env, tag = run.server, run.clients, run.env, run.tag
+        url = f"ws://127.0.0.1:{server.port}/ws/notifications/"
+        conn = _connect(clients, url, "notif", tag, [headers_for(prep, server.port, range(n))])
+        if conn["connected"] < n * 0.9:
+            raise RuntimeError(f"{workload}: {conn['connected']}/{n} connected: {conn['errors']}")
+        clients.all("settle", [settle])
+        reopened = _heal(clients, settle[0])
+        clients.all("mark", [None])
+        driver, collect = drive(tag, env)
+        res = merge_collect(clients.all("collect", [collect]))
+    connected = {
+        "connect_s": round(conn["seconds"], 3),
+        "connected": conn["connected"],
+        "connect_errors": conn["errors"],
+        "reopened_before_start": reopened,
+    }
+    return server, connected, driver, res
+
+
+def _drop_times(res: dict[str, Any]) -> dict[str, Any]:
+    """The collected first and last receipt times are the clients' clock: only differences are figures."""
+    for k in ("first_ns", "last_ns"):
+        res.pop(k)
+    return res
+
+
 # --- 2. push latency -----------------------------------------------------------------------------
 def push(prep: dict, quick: bool, servers=("daphne", "uvicorn")) -> dict[str, Any]:
     n = size("push_users", quick)
@@ -330,27 +403,13 @@ def push(prep: dict, quick: bool, servers=("daphne", "uvicorn")) -> dict[str, An
     seconds = size("push_seconds", quick)
     out = {}
     for server_kind in servers:
-        prefix = new_prefix()
-        env = bench_env(CHANNEL_LAYER_PREFIX=prefix)
-        tag = uuid.uuid4().hex[:8]
-        with Stack() as stack, Clients(1) as clients:
-            try:
-                server = _start(stack, server_kind, SERVICE_APP, env)
-                url = f"ws://127.0.0.1:{server.port}/ws/notifications/"
-                conn = _connect(clients, url, "notif", tag, [headers_for(prep, server.port, range(n))])
-                if conn["connected"] < n * 0.9:
-                    raise RuntimeError(f"push: {conn['connected']}/{n} connected: {conn['errors']}")
-                clients.all("settle", [(0.3, 10.0)])
-                reopened = _heal(clients, 0.3)
-                clients.all("mark", [None])
-                driver = run_django(
-                    ["push", tag, str(rate), str(seconds), str(n)], env=env, timeout=seconds * 10 + 120
-                )
-                res = merge_collect(
-                    clients.all("collect", [{"per_socket": driver.pop("counts"), "timeout": 60}])
-                )
-            finally:
-                drop_prefix(prefix)
+
+        def drive(tag: str, env: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+            args = ["push", tag, str(rate), str(seconds), str(n)]
+            driver = run_django(args, env=env, timeout=seconds * 10 + 120)
+            return driver, {"per_socket": driver.pop("counts"), "timeout": 60}
+
+        server, connected, driver, res = _notifications_pass(prep, server_kind, n, "push", (0.3, 10.0), drive)
         res.update(
             {
                 "server": server_kind,
@@ -358,16 +417,11 @@ def push(prep: dict, quick: bool, servers=("daphne", "uvicorn")) -> dict[str, An
                 "users": n,
                 "rate_per_s": rate,
                 "duration_s": seconds,
-                "connect_s": round(conn["seconds"], 3),
-                "connected": conn["connected"],
-                "connect_errors": conn["errors"],
-                "reopened_before_start": reopened,
+                **connected,
                 "driver": driver,
             }
         )
-        for k in ("first_ns", "last_ns"):
-            res.pop(k)
-        out[server_kind] = res
+        out[server_kind] = _drop_times(res)
     return {"targets": out}
 
 
@@ -376,25 +430,14 @@ def broadcast(prep: dict, quick: bool, servers=("daphne", "uvicorn")) -> dict[st
     n = size("broadcast_users", quick)
     out = {}
     for server_kind in servers:
-        prefix = new_prefix()
-        env = bench_env(CHANNEL_LAYER_PREFIX=prefix)
-        tag = uuid.uuid4().hex[:8]
-        with Stack() as stack, Clients(1) as clients:
-            try:
-                server = _start(stack, server_kind, SERVICE_APP, env)
-                url = f"ws://127.0.0.1:{server.port}/ws/notifications/"
-                conn = _connect(clients, url, "notif", tag, [headers_for(prep, server.port, range(n))])
-                if conn["connected"] < n * 0.9:
-                    raise RuntimeError(f"broadcast: {conn['connected']}/{n} connected: {conn['errors']}")
-                clients.all("settle", [(0.5, 20.0)])
-                reopened = _heal(clients, 0.5)
-                clients.all("mark", [None])
-                driver = run_django(["broadcast", tag], env=env, timeout=300)
-                res = merge_collect(
-                    clients.all("collect", [{"expected": n, "expected_each": 1, "timeout": 120}])
-                )
-            finally:
-                drop_prefix(prefix)
+
+        def drive(tag: str, env: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+            driver = run_django(["broadcast", tag], env=env, timeout=300)
+            return driver, {"expected": n, "expected_each": 1, "timeout": 120}
+
+        server, connected, driver, res = _notifications_pass(
+            prep, server_kind, n, "broadcast", (0.5, 20.0), drive
+        )
         commit = driver["t_commit"]
         res.update(
             {
@@ -402,10 +445,7 @@ def broadcast(prep: dict, quick: bool, servers=("daphne", "uvicorn")) -> dict[st
                 "command": server.command(),
                 "users": n,
                 "recipients": driver["recipients"],
-                "connect_s": round(conn["seconds"], 3),
-                "connected": conn["connected"],
-                "connect_errors": conn["errors"],
-                "reopened_before_start": reopened,
+                **connected,
                 "call_to_commit_ms": round((commit - driver["t_call"]) / 1e6, 2),
                 "commit_to_return_ms": round((driver["t_return"] - commit) / 1e6, 2),
                 "commit_to_first_receipt_ms": round((res["first_ns"] - commit) / 1e6, 2)
@@ -416,9 +456,7 @@ def broadcast(prep: dict, quick: bool, servers=("daphne", "uvicorn")) -> dict[st
                 else None,
             }
         )
-        for k in ("first_ns", "last_ns"):
-            res.pop(k)
-        out[server_kind] = res
+        out[server_kind] = _drop_times(res)
     return {"targets": out}
 
 
@@ -428,26 +466,20 @@ def idle(prep: dict, quick: bool, servers=("daphne", "uvicorn")) -> dict[str, An
     warm = min(50, n // 2)
     out = {}
     for server_kind in servers:
-        prefix = new_prefix()
-        env = bench_env(CHANNEL_LAYER_PREFIX=prefix)
-        tag = uuid.uuid4().hex[:8]
-        with Stack() as stack, Clients(1) as clients:
-            try:
-                server = _start(stack, server_kind, SERVICE_APP, env)
-                url = f"ws://127.0.0.1:{server.port}/ws/notifications/"
-                # Warm up first (imports, pools, first queries), then measure the rest.
-                first = _connect(clients, url, "notif", tag, [headers_for(prep, server.port, range(warm))])
-                time.sleep(1.0)
-                rss0 = proc_rss_kib(server.pid)
-                conn = _connect(
-                    clients, url, "notif", tag, [headers_for(prep, server.port, range(warm, n))], timeout=120
-                )
-                time.sleep(2.0)
-                hold = clients.all("settle", [(2.0, 10.0)])
-                rss1 = proc_rss_kib(server.pid)
-                res = merge_collect(clients.all("collect", [{"expected": 0, "timeout": 1, "linger": 1.0}]))
-            finally:
-                drop_prefix(prefix)
+        with one_service(server_kind) as run:
+            server, clients, tag = run.server, run.clients, run.tag
+            url = f"ws://127.0.0.1:{server.port}/ws/notifications/"
+            # Warm up first (imports, pools, first queries), then measure the rest.
+            first = _connect(clients, url, "notif", tag, [headers_for(prep, server.port, range(warm))])
+            time.sleep(1.0)
+            rss0 = proc_rss_kib(server.pid)
+            conn = _connect(
+                clients, url, "notif", tag, [headers_for(prep, server.port, range(warm, n))], timeout=120
+            )
+            time.sleep(2.0)
+            hold = clients.all("settle", [(2.0, 10.0)])
+            rss1 = proc_rss_kib(server.pid)
+            res = merge_collect(clients.all("collect", [{"expected": 0, "timeout": 1, "linger": 1.0}]))
         measured = conn["connected"]
         errors = sum(first["errors"].values()) + sum(conn["errors"].values()) + res["unexpected_closes"]
         out[server_kind] = {
@@ -475,6 +507,41 @@ def _calls_total(before: dict[str, int], after: dict[str, int]) -> tuple[int, di
     return sum(delta.values()), dict(sorted(delta.items(), key=lambda kv: -kv[1])[:8])
 
 
+def _connect_halves(
+    clients: Clients, servers: tuple[Server, Server], path: str, mode: str, tag: str, prep: dict, n: int
+) -> list[list[int]]:
+    """Open n sockets, alternating between the two workers; all of them must connect.
+
+    Returns the user indices on each worker (the poster, index 0, is on the first)."""
+    halves = [list(range(0, n, 2)), list(range(1, n, 2))]
+    specs = []
+    for server, idx in zip(servers, halves, strict=True):
+        specs.append(
+            {
+                "url": f"ws://127.0.0.1:{server.port}{path}",
+                "mode": mode,
+                "tag": tag,
+                "headers": headers_for(prep, server.port, idx),
+                "concurrency": FANOUT_CONNECT_CONCURRENCY,
+                "timeout": 60.0,
+            }
+        )
+    answers = clients.all("connect", specs)
+    connected = sum(x["connected"] for x in answers)
+    if connected != n:
+        raise RuntimeError(f"workers: {connected}/{n} connected: {[x['errors'] for x in answers]}")
+    return halves
+
+
+def _idle_redis_rate() -> float:
+    """Redis commands per second with nobody posting (idle polling, and anyone else on this server)."""
+    idle0 = redis_calls()
+    t_idle = time.monotonic()
+    time.sleep(2.0)
+    idle1 = redis_calls()
+    return _calls_total(idle0, idle1)[0] / (time.monotonic() - t_idle)
+
+
 def workers_target(name: str, app: str, path: str, mode: str, prep: dict, quick: bool) -> dict[str, Any]:
     m = size("workers_messages", quick)
     per_size = {}
@@ -493,34 +560,10 @@ def workers_target(name: str, app: str, path: str, mode: str, prep: dict, quick:
             try:
                 a = stack.daphne(app, env)
                 b = stack.daphne(app, env)
-                # Alternate sockets between the workers; the poster (index 0) is on worker A.
-                halves = [list(range(0, n, 2)), list(range(1, n, 2))]
-                specs = []
-                for server, idx in zip((a, b), halves, strict=True):
-                    specs.append(
-                        {
-                            "url": f"ws://127.0.0.1:{server.port}{path}",
-                            "mode": mode,
-                            "tag": tag,
-                            "headers": headers_for(prep, server.port, idx),
-                            "concurrency": FANOUT_CONNECT_CONCURRENCY,
-                            "timeout": 60.0,
-                        }
-                    )
-                answers = clients.all("connect", specs)
-                connected = sum(x["connected"] for x in answers)
-                if connected != n:
-                    raise RuntimeError(
-                        f"workers: {connected}/{n} connected: {[x['errors'] for x in answers]}"
-                    )
+                halves = _connect_halves(clients, (a, b), path, mode, tag, prep, n)
                 clients.all("settle", [(1.0, 60.0)] * 2, timeout=90)
                 reopened = _heal(clients, 1.0)
-                # Background rate (idle polling, and anyone else on this Redis server).
-                idle0 = redis_calls()
-                t_idle = time.monotonic()
-                time.sleep(2.0)
-                idle1 = redis_calls()
-                idle_rate = _calls_total(idle0, idle1)[0] / (time.monotonic() - t_idle)
+                idle_rate = _idle_redis_rate()
                 clients.all("mark", [None, None])
                 before = redis_calls()
                 t0 = time.monotonic()
