@@ -530,6 +530,46 @@ async def http(
     return response["status"], data, answer
 
 
+async def http_from(
+    address: str, method: str, path: str, *, body: bytes = b"", headers=()
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP request through the full ASGI application from client `address`: (status, headers, body).
+
+    The scope carries `client` as an ASGI server would (REMOTE_ADDR), which
+    `http()`'s HttpCommunicator leaves out: for what depends on the caller's address.
+    """
+    from channels.testing import ApplicationCommunicator
+    from django.db import close_old_connections
+
+    from config.asgi import application
+
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "headers": [(b"host", b"localhost"), *headers],
+        "client": (address, 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    communicator = ApplicationCommunicator(application, scope)
+    await communicator.send_input({"type": "http.request", "body": body, "more_body": False})
+    start = await communicator.receive_output(10)
+    content = b""
+    while True:
+        part = await communicator.receive_output(10)
+        content += part.get("body", b"")
+        if not part.get("more_body"):
+            break
+    await communicator.wait(10)
+    await sync_to_async(close_old_connections)()
+    return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}, content
+
+
 def session_headers(user, *, csrf: bool = True) -> list[tuple[bytes, bytes]]:
     """Cookie headers of a logged-in browser; with the matching X-CSRFToken when `csrf`."""
     secret = "a" * 32

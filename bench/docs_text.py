@@ -199,14 +199,14 @@ other workloads were not re-run and their tables are from the run of 2026-11-25 
 - **The p99 goal holds with little margin.** At 1,000 members the storm's p99 was 250.2 ms in this
   run; at 5,000 it is 930 ms (p50 209 ms) with joins at 94.7/s of the 100/s asked: two workers on
   two cores, shared with the load generator, PostgreSQL and Redis, are near their ceiling there.
-  An earlier run on the same code with the machine busy with other test runs (load average 5-8)
-  gave 3.7 s at 2,000: the figure depends on the machine being quiet.
-- **What brought the storm's p99 from 129 s to 226 ms at 2,000 members** (issue 12): presence v2
-  (one batched, net frame per room per interval, no online list on the join path); socket database
-  work in two lanes of threads of its own (`realtime/db.py`), so posts do not queue behind
-  handshakes; pushes from database threads handed to the event loop without waiting
-  (`realtime/push.py`); the welcome's history in one hand-written query (compiling the ORM's was a
-  quarter of a chat handshake's CPU); hiredis for Redis replies.
+  The figure depends on the machine being quiet: with other test runs on it (load average 5-8)
+  the same code gives about 3.7 s at 2,000.
+- **What keeps posts moving while a room fills**: presence v2 (one batched, net frame per room per
+  interval, no online list on the join path); socket database work in two lanes of threads of its
+  own (`realtime/db.py`), so posts do not queue behind handshakes; pushes from database threads
+  handed to the event loop without waiting (`realtime/push.py`); the welcome's history in one
+  hand-written query (compiling the ORM's equivalent costs a quarter of a chat handshake's CPU);
+  hiredis for Redis replies.
 - **Plain Channels** (no presence) falls over in the storm at 2,000 members: 33.5 joins/s, posts
   p99 80 s; at 5,000, 2,970,821 deliveries lost.
 - **The websockets baseline measured 88,143 deliveries/s in this run against 179,446 on

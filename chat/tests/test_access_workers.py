@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.error
-import urllib.request
 import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from django.conf import settings
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chat import services
-from conftest import ARTIFACTS, server_env, session_cookie
+from conftest import ARTIFACTS, server_env
 from notifications.services import notify
 from realtime.tests.faults import Worker
-from realtime.tests.servers import SERVERS, browser_socket, receive_json, token_socket
+from realtime.tests.servers import SERVERS, browser_socket, get_json_as, receive_json, token_socket
 from realtime.tokens import issue_token
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -51,16 +48,6 @@ async def until_closed(ws) -> tuple[list[dict], int]:
             frames.append(json.loads(await asyncio.wait_for(ws.recv(), WAIT)))
     except ConnectionClosed as closed:
         return frames, closed.rcvd.code if closed.rcvd else None
-
-
-def get_status(base: str, path: str, user) -> tuple[int, dict]:
-    request = urllib.request.Request(f"{base}{path}")  # noqa: S310 - a loopback test server
-    request.add_header("Cookie", f"{settings.SESSION_COOKIE_NAME}={session_cookie(user)}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def _remove_with_service(room, user) -> None:
@@ -107,7 +94,7 @@ async def test_a_member_removed_from_a_shell_is_closed_on_both_workers(
         # A new socket is refused at the handshake; HTTP history on either worker is 403.
         again = await browser_socket(a.ws + url, carol)
         assert (await until_closed(again))[1] == 4403
-        fetch = database_sync_to_async(get_status)
+        fetch = database_sync_to_async(get_json_as)
         for worker in (a, b):
             status, body = await fetch(worker.base, "/api/chat/rooms/trio/messages/", carol)
             assert (status, body["error"]) == (403, "forbidden")

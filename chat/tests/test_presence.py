@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.error
-import urllib.request
 import uuid
 
 import pytest
 from channels.db import database_sync_to_async
-from django.conf import settings as django_settings
 
 from chat.presence import Change, MemoryPresence, RedisPresence, _Room, member
-from conftest import LiveServer, server_env, session_cookie
-from realtime.tests.servers import browser_socket, receive_json
+from conftest import LiveServer, server_env
+from realtime.tests.servers import browser_socket, get_json_as, receive_json
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -302,16 +298,6 @@ async def test_many_joins_send_a_truncated_frame_and_the_welcome_lists_the_first
         await socket.close()
 
 
-def get_json(worker: LiveServer, path: str, user) -> tuple[int, dict]:
-    request = urllib.request.Request(f"{worker.url}{path}")  # noqa: S310 - a loopback test server
-    request.add_header("Cookie", f"{django_settings.SESSION_COOKIE_NAME}={session_cookie(user)}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 @pytest.mark.redis
 @pytest.mark.postgres
 async def test_the_online_list_is_paged_over_http_from_either_worker(workers, people, lobby, private_room):
@@ -320,28 +306,28 @@ async def test_the_online_list_is_paged_over_http_from_either_worker(workers, pe
     names = ["alice", "bob", "carol", "dave", "erin"]
     users = people
     sockets = [await join(worker, users[name]) for worker, name in zip([a, b, a, b, a], names, strict=True)]
-    fetch = database_sync_to_async(get_json)
+    fetch = database_sync_to_async(get_json_as)
     path = "/api/chat/rooms/lobby/online/"
-    assert await fetch(a, f"{path}?limit=2", users["carol"]) == (
+    assert await fetch(a.url, f"{path}?limit=2", users["carol"]) == (
         200,
         {"results": ["alice", "bob"], "next_after": "bob", "online_count": 5},
     )
-    assert await fetch(b, f"{path}?limit=2&after=bob", users["carol"]) == (
+    assert await fetch(b.url, f"{path}?limit=2&after=bob", users["carol"]) == (
         200,
         {"results": ["carol", "dave"], "next_after": "dave", "online_count": 5},
     )
-    assert await fetch(a, f"{path}?limit=2&after=dave", users["carol"]) == (
+    assert await fetch(a.url, f"{path}?limit=2&after=dave", users["carol"]) == (
         200,
         {"results": ["erin"], "next_after": None, "online_count": 5},
     )
     # Without a limit, a page is as long as the welcome's list (PRESENCE_LIST_MAX, 3 here).
-    status, body = await fetch(a, path, users["erin"])
+    status, body = await fetch(a.url, path, users["erin"])
     assert (status, body["results"], body["next_after"]) == (200, names[:3], "carol")
     # The private room answers its members only; the others get 403.
-    assert (await fetch(b, "/api/chat/rooms/trio/online/", users["carol"]))[0] == 403
-    assert (await fetch(b, "/api/chat/rooms/trio/online/", users["alice"]))[1]["online_count"] == 0
-    assert (await fetch(a, f"{path}?limit=0", users["carol"]))[1]["error"] == "invalid_message"
-    assert (await fetch(a, f"{path}?after={'x' * 151}", users["carol"]))[1]["error"] == "invalid_message"
+    assert (await fetch(b.url, "/api/chat/rooms/trio/online/", users["carol"]))[0] == 403
+    assert (await fetch(b.url, "/api/chat/rooms/trio/online/", users["alice"]))[1]["online_count"] == 0
+    assert (await fetch(a.url, f"{path}?limit=0", users["carol"]))[1]["error"] == "invalid_message"
+    assert (await fetch(a.url, f"{path}?after={'x' * 151}", users["carol"]))[1]["error"] == "invalid_message"
     for socket, _ in sockets:
         await socket.close()
 

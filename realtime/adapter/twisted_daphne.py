@@ -18,6 +18,7 @@ from autobahn.util import encode_truncate
 from daphne.http_protocol import HTTPFactory
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+from django.conf import settings
 from twisted.internet import reactor, tcp
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 
@@ -65,8 +66,6 @@ class RelayWebSocketProtocol(WebSocketProtocol):
         # daphne's send never waits: what a client does not read piles up in
         # this process. Past the limit the client is cut off (it cannot read a
         # close frame either); it resumes from the database when it returns.
-        from django.conf import settings
-
         if self.transport is None or twisted_buffered(self.transport) <= settings.WS_MAX_BUFFER_BYTES:
             return
         logger.warning("event=slow_client_dropped buffered=%d", twisted_buffered(self.transport))
@@ -105,8 +104,6 @@ class HeaderDeadlineChannel(HTTPChannel):
         super().connectionLost(reason)
 
     def _arm_header_deadline(self) -> None:
-        from django.conf import settings
-
         self._disarm_header_deadline()
         self._header_timer = self.callLater(settings.HTTP_HEADER_TIMEOUT_SECONDS, self._header_deadline)
 
@@ -182,8 +179,6 @@ def _drain_on_sigterm() -> None:
 
 
 async def _drain_then_stop() -> None:
-    from django.conf import settings
-
     from realtime import drain
 
     try:

@@ -61,6 +61,17 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+def get_json_as(base: str, path: str, user) -> tuple[int, dict]:
+    """GET `path` on a running server as `user`'s browser session: (status, JSON body)."""
+    request = urllib.request.Request(f"{base}{path}")  # noqa: S310 - a loopback test server
+    request.add_header("Cookie", f"{settings.SESSION_COOKIE_NAME}={session_cookie(user)}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 async def wait_ready(url: str, *, seconds: float = 30.0, process=None) -> None:
     """Poll `url` (a /readyz) until it answers 200; bounded, fails with the last answer."""
     deadline = time.monotonic() + seconds

@@ -17,10 +17,8 @@ from urllib.parse import urlencode
 import orjson
 import pytest
 from asgiref.sync import sync_to_async
-from channels.testing import ApplicationCommunicator
-from django.db import close_old_connections
 
-from conftest import DEMO_PASSWORD
+from conftest import DEMO_PASSWORD, http_from
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -41,36 +39,8 @@ async def request(
     method: str, path: str, *, body: bytes = b"", content_type: str = "", address: str, headers=()
 ) -> tuple[int, dict[str, str], bytes]:
     """One request through the ASGI application from `address`: (status, headers, body)."""
-    from config.asgi import application
-
-    all_headers = [(b"host", b"localhost"), *headers]
-    if content_type:
-        all_headers.append((b"content-type", content_type.encode()))
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": method,
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "scheme": "http",
-        "headers": all_headers,
-        "client": (address, 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-    communicator = ApplicationCommunicator(application, scope)
-    await communicator.send_input({"type": "http.request", "body": body, "more_body": False})
-    start = await communicator.receive_output(10)
-    content = b""
-    while True:
-        part = await communicator.receive_output(10)
-        content += part.get("body", b"")
-        if not part.get("more_body"):
-            break
-    await communicator.wait(10)
-    await sync_to_async(close_old_connections)()
-    answer = {k.decode().lower(): v.decode() for k, v in start["headers"]}
-    return start["status"], answer, content
+    extra = [(b"content-type", content_type.encode())] if content_type else []
+    return await http_from(address, method, path, body=body, headers=[*headers, *extra])
 
 
 async def token(username: str, password: str, address: str, headers=()) -> tuple[int, dict[str, str], dict]:

@@ -11,7 +11,8 @@ import logging
 
 import orjson
 import pytest
-from channels.testing import ApplicationCommunicator
+
+from conftest import http_from
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,34 +21,9 @@ TOKEN = "metrics-token-for-tests-0123456789"
 
 async def get_metrics(client: str = "127.0.0.1", headers: dict[str, str] | None = None):
     """GET /metrics through config.asgi's application from `client`: (status, body, headers)."""
-    from config.asgi import application
-
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "GET",
-        "path": "/metrics",
-        "raw_path": b"/metrics",
-        "query_string": b"",
-        "root_path": "",
-        "scheme": "http",
-        "headers": [(b"host", b"localhost")]
-        + [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
-        "client": (client, 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-    communicator = ApplicationCommunicator(application, scope)
-    await communicator.send_input({"type": "http.request", "body": b""})
-    start = await communicator.receive_output(10)
-    body = b""
-    while True:
-        message = await communicator.receive_output(10)
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    await communicator.wait(10)
-    answer = {k.decode().lower(): v.decode() for k, v in start["headers"]}
-    return start["status"], body, answer
+    raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    status, answer, body = await http_from(client, "GET", "/metrics", headers=raw)
+    return status, body, answer
 
 
 async def test_loopback_reads_the_metrics_when_no_token_is_set(settings):
