@@ -42,7 +42,7 @@ def pytest_configure(config):
     run = f"test-{uuid.uuid4().hex[:8]}"
     settings.REDIS_NAMESPACE = run
     layer = settings.CHANNEL_LAYERS["default"]
-    if "redis" in layer["BACKEND"]:
+    if "hosts" in layer.get("CONFIG", {}):  # a Redis layer (core or pub/sub), not the in-memory one
         layer["CONFIG"]["prefix"] = layer_prefix(settings.CHANNEL_LAYER_PREFIX, run)
         # Each layer connection names itself (CLIENT SETNAME), so a test that
         # cuts them, as a Redis restart would, finds its own and no one else's.
@@ -69,8 +69,8 @@ def pytest_collection_modifyitems(config, items):
 async def _close_hub():
     """Each test has its own event loop; stop that loop's hub and /readyz echo before it ends."""
     yield
-    from realtime.hub import close_hub
-    from realtime.views import close_readiness_echo
+    from realtime.fanout.hub import close_hub
+    from realtime.operations.health import close_readiness_echo
 
     for closing in (close_hub(), close_readiness_echo()):
         if closing is not None:
@@ -487,7 +487,7 @@ def make_token(user, *, key: str | None = None, algorithm: str = "HS256", header
 
     import jwt
 
-    from realtime.tokens import _password_stamp
+    from realtime.authentication.tokens import _password_stamp
 
     now = int(time.time())
     payload = {

@@ -194,7 +194,7 @@ other workloads were not re-run and their tables are from the run of 2026-11-25 
   271.2); at 1,000, 261.1 ms; at 5,000, 1,060 ms. Bytes of joining 9.59 MB at 1,000 and 34.48 MB
   at 2,000 (3.59x); quiet 0.48 s. Worker CPU per join 9.62 / 8.83 / 9.81 / 9.30 ms at 500 / 1,000
   / 2,000 / 5,000 (5,000 vs 500: 0.97x; storm pass 1.47x): about 1.5 ms more per join than the
-  tables above, mostly the socket cap's Redis script (`realtime/socket_cap.py`). Every delivery
+  tables above, mostly the socket cap's Redis script (`realtime/authentication/socket_cap.py`). Every delivery
   arrived once.
 - **The p99 goal holds with little margin.** At 1,000 members the storm's p99 was 250.2 ms in this
   run; at 5,000 it is 930 ms (p50 209 ms) with joins at 94.7/s of the 100/s asked: two workers on
@@ -204,7 +204,7 @@ other workloads were not re-run and their tables are from the run of 2026-11-25 
 - **What keeps posts moving while a room fills**: presence v2 (one batched, net frame per room per
   interval, no online list on the join path); socket database work in two lanes of threads of its
   own (`realtime/db.py`), so posts do not queue behind handshakes; pushes from database threads
-  handed to the event loop without waiting (`realtime/push.py`); the welcome's history in one
+  handed to the event loop without waiting (`realtime/fanout/push.py`); the welcome's history in one
   hand-written query (compiling the ORM's equivalent costs a quarter of a chat handshake's CPU);
   hiredis for Redis replies.
 - **Plain Channels** (no presence) falls over in the storm at 2,000 members: 33.5 joins/s, posts
@@ -232,7 +232,8 @@ Session 1's run, for comparison: fan-out 4,091 (daphne) and 7,317 (uvicorn) deli
 broadcast 1,003 / 1,157 ms, idle 42.4 / 40.8 KiB per socket.
 
 - **Every delivery arrived** in every workload, in order, with no duplicate.
-- **What made fan-out 8-14x faster** (`realtime/wire.py`, `realtime/hub.py`, docs/architecture.md):
+- **What made fan-out 8-14x faster** (`realtime/adapter/wire.py`, `realtime/fanout/hub.py`,
+  docs/architecture.md):
   - a server-to-client frame is not masked, so the hub builds the WebSocket frame (header and JSON)
     once per event per worker and every socket writes the same bytes straight to its connection:
     no ASGI message, no autobahn or websockets framing, no Twisted write registration per frame

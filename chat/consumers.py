@@ -36,6 +36,7 @@ from chat import presence, ratelimit, selectors, services
 from chat.serializers import message_dict, room_dict
 from realtime import db
 from realtime.consumers import CloseSocket, RealtimeConsumer
+from realtime.fanout.push import publish
 from realtime.protocol import (
     CHAT_FRAMES,
     ChatPost,
@@ -44,10 +45,10 @@ from realtime.protocol import (
     Event,
     FrameError,
     Resume,
+    ServerFrame,
     Typing,
     room_group,
 )
-from realtime.push import publish
 
 logger = logging.getLogger("chat.socket")
 
@@ -62,11 +63,11 @@ post_message = db.frames(services.post_message)
 
 
 def _message_frame(event: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "message", "message": event["message"]}
+    return {"type": ServerFrame.MESSAGE, "message": event["message"]}
 
 
 def _typing_frame(event: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "typing", "user": event["user"]}
+    return {"type": ServerFrame.TYPING, "user": event["user"]}
 
 
 def _presence_frame(event: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +109,7 @@ class ChatConsumer(RealtimeConsumer):
         snapshot = await presence.enter(self.group, socket=self.socket_id, user=self.username)
         await self.send_frame(
             {
-                "type": "welcome",
+                "type": ServerFrame.WELCOME,
                 "user": {"id": self.user.pk, "username": self.username},
                 "room": room_dict(room),
                 "messages": state.messages,
@@ -144,10 +145,10 @@ class ChatConsumer(RealtimeConsumer):
         if not created:
             # A re-send: answer this socket alone with the original.
             if message.is_deleted:
-                await self.send_frame({"type": "message_deleted", "id": message.id})
+                await self.send_frame({"type": ServerFrame.MESSAGE_DELETED, "id": message.id})
             else:
                 await self.send_frame(
-                    {"type": "message", "message": message_dict(message, room_slug=self.room.slug)}
+                    {"type": ServerFrame.MESSAGE, "message": message_dict(message, room_slug=self.room.slug)}
                 )
 
     async def frame_typing(self, frame: Typing) -> None:
@@ -179,7 +180,7 @@ class ChatConsumer(RealtimeConsumer):
         for row in rows:
             await self._deliver(row)
         last_id = rows[-1].id if more else (max(frame.after, self.cursor) or None)
-        await self.send_frame({"type": "replay_done", "last_id": last_id, "more": more})
+        await self.send_frame({"type": ServerFrame.REPLAY_DONE, "last_id": last_id, "more": more})
 
     # --- channel-layer events ------------------------------------------------------------
     # Each has a synchronous quick_ form for the hub's common case (see RealtimeConsumer).
@@ -208,7 +209,7 @@ class ChatConsumer(RealtimeConsumer):
         await self.send_shared(event, _message_frame, "message")
 
     async def push_message_deleted(self, event: dict[str, Any]) -> None:
-        await self.send_frame({"type": "message_deleted", "id": event["id"]})
+        await self.send_frame({"type": ServerFrame.MESSAGE_DELETED, "id": event["id"]})
 
     def quick_push_revoke(self, event: dict[str, Any]) -> bool:
         return not self._loses_access(event)  # a close needs the async handler
@@ -281,4 +282,6 @@ class ChatConsumer(RealtimeConsumer):
         if self.live_from < row.id <= self.cursor:
             return  # went out live while this replay was reading
         self.cursor = max(self.cursor, row.id)
-        await self.send_frame({"type": "message", "message": message_dict(row, room_slug=self.room.slug)})
+        await self.send_frame(
+            {"type": ServerFrame.MESSAGE, "message": message_dict(row, room_slug=self.room.slug)}
+        )

@@ -44,10 +44,10 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from realtime import redis_client
-from realtime.errors import UNAVAILABLE_ERRORS, log_unavailable
-from realtime.hub import Hub, get_hub
-from realtime.protocol import Event
-from realtime.push import publish, publish_now
+from realtime.fanout.hub import Hub, get_hub
+from realtime.fanout.push import publish, publish_now
+from realtime.operations.errors import UNAVAILABLE_ERRORS, log_unavailable
+from realtime.protocol import Event, ServerFrame
 
 logger = logging.getLogger("chat.presence")
 
@@ -428,7 +428,7 @@ class _Room:
         if len(joined) + len(left) > list_max:
             # Too many names for one frame: the count alone; names are read over HTTP.
             return {
-                "type": "presence",
+                "type": ServerFrame.PRESENCE,
                 "joined": [],
                 "left": [],
                 "online_count": self.count,
@@ -436,7 +436,7 @@ class _Room:
             }
         joined.sort()
         left.sort()
-        return {"type": "presence", "joined": joined, "left": left, "online_count": self.count}
+        return {"type": ServerFrame.PRESENCE, "joined": joined, "left": left, "online_count": self.count}
 
     def _forget_gone(self, now: float) -> None:
         # Late news about a user who left arrives within moments, not minutes:

@@ -23,7 +23,7 @@ from throttled.exceptions import StoreUnavailableError
 from throttled.store import ConnectionFactory
 
 from realtime import redis_client
-from realtime.errors import UNAVAILABLE_ERRORS
+from realtime.operations.errors import UNAVAILABLE_ERRORS
 
 # throttled-py takes a rate as an integer count per whole-second period;
 # over 1000 s, any configured rate down to 0.001/s is exact to 0.001/s.

@@ -24,8 +24,8 @@ from django.utils import timezone
 from chat import selectors
 from chat.models import Message, Room
 from chat.serializers import message_dict
+from realtime.fanout.push import push_after_commit
 from realtime.protocol import MAX_CLIENT_ID_LENGTH, Event, room_group
-from realtime.push import push_after_commit
 
 # ValidationError codes, so callers can map them (the socket: `too_large` for
 # an over-long body, `invalid_message` for everything else).

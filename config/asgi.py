@@ -13,7 +13,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from config.routing import websocket_urlpatterns  # noqa: E402
 from realtime import adapter, redis_client  # noqa: E402
-from realtime.middleware import socket_stack  # noqa: E402
+from realtime.authentication.middleware import socket_stack  # noqa: E402
 
 # Once per server process: the workers of one deployment must show the same namespace.
 redis_client.log_start_up()

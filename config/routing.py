@@ -2,7 +2,7 @@ from django.urls import path, re_path
 
 from chat.consumers import ChatConsumer
 from notifications.consumers import NotificationConsumer
-from realtime.middleware import refuse_unknown_path
+from realtime.authentication.middleware import refuse_unknown_path
 
 websocket_urlpatterns = [
     path("ws/notifications/", NotificationConsumer.as_asgi()),

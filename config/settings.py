@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "channels",
     "csp",
     "realtime",
+    "realtime.authentication",
     "notifications",
     "chat",
 ]
@@ -191,12 +192,12 @@ REDIS_NAMESPACE = redis_client.namespace_for(
 # sorted sets with capacity and expiry). Pub/sub measured 4-15x faster
 # (deploy/layer_compare.py, README "Production"); neither guarantees delivery,
 # and the protocol does not need it: sockets fill gaps from the database.
-# Pub/sub is channels_redis's class with fixes of ours (realtime/redis_layer.py:
+# Pub/sub is channels_redis's class with fixes of ours (realtime/fanout/layer.py:
 # a publish to a frozen Redis no longer stalls every handshake on the worker).
 CHANNEL_LAYER_BACKEND = env_str("CHANNEL_LAYER_BACKEND", "pubsub").lower()
 _LAYER_CLASSES = {
     "core": "channels_redis.core.RedisChannelLayer",
-    "pubsub": "realtime.redis_layer.RelayPubSubChannelLayer",
+    "pubsub": "realtime.fanout.layer.RelayPubSubChannelLayer",
 }
 if CHANNEL_LAYER_BACKEND not in _LAYER_CLASSES:
     raise ImproperlyConfigured(f"CHANNEL_LAYER_BACKEND must be one of {sorted(_LAYER_CLASSES)}")
@@ -226,9 +227,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 # The login throttle first: while it is on for a username or an address, no
-# password is checked (realtime/login_throttle.py).
+# password is checked (realtime/authentication/login_throttle.py).
 AUTHENTICATION_BACKENDS = [
-    "realtime.login_throttle.ThrottleBackend",
+    "realtime.authentication.login_throttle.ThrottleBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_URL = "/accounts/login/"
@@ -239,7 +240,7 @@ SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
-# --- Tokens (see realtime/tokens.py and docs/protocol.md, "Authentication") -------
+# --- Tokens (see realtime/authentication/tokens.py and docs/protocol.md, "Authentication") -------
 JWT_LIFETIME_SECONDS = env_int("JWT_LIFETIME_SECONDS", 900, minimum=1)
 JWT_ISSUER = env_str("JWT_ISSUER", "relay")
 JWT_AUDIENCE = env_str("JWT_AUDIENCE", "relay")
@@ -263,7 +264,7 @@ JWT_FALLBACK_KEYS = [] if env_str("JWT_SIGNING_KEY") else [_jwt_key(key) for key
 # --- Real-time limits (every number the sockets rely on) --------------------------
 WS_MAX_FRAME_BYTES = env_int("WS_MAX_FRAME_BYTES", 65536, minimum=64)
 # Outgoing bytes a client may leave unread before the worker cuts it off
-# (realtime.wire for pushed events under daphne and uvicorn; realtime.serve for
+# (realtime.adapter.wire for pushed events under daphne and uvicorn; realtime.serve for
 # every frame); it resumes when it reconnects.
 WS_MAX_BUFFER_BYTES = env_int("WS_MAX_BUFFER_BYTES", 4 * 1024 * 1024, minimum=1024)
 WS_AUTH_TIMEOUT_SECONDS = env_float("WS_AUTH_TIMEOUT_SECONDS", 5.0, minimum=0.01)
@@ -273,7 +274,7 @@ WS_AUTH_TIMEOUT_SECONDS = env_float("WS_AUTH_TIMEOUT_SECONDS", 5.0, minimum=0.01
 # and uvicorn alike; the servers' own idle timeouts restart on every byte).
 HTTP_HEADER_TIMEOUT_SECONDS = env_float("HTTP_HEADER_TIMEOUT_SECONDS", 10.0, minimum=0.1)
 WS_MAX_IDS_PER_FRAME = env_int("WS_MAX_IDS_PER_FRAME", 1000, minimum=1)
-# A socket's error frames are logged one line per interval plus a count (realtime.observe.error),
+# A socket's error frames are logged one line per interval plus a count (realtime.operations.observe.error),
 # so a client sending bad frames cannot flood the log; 0 logs every one.
 WS_ERROR_LOG_INTERVAL_SECONDS = env_float("WS_ERROR_LOG_INTERVAL_SECONDS", 10.0, minimum=0.0)
 NOTIFICATIONS_REPLAY_LIMIT = env_int("NOTIFICATIONS_REPLAY_LIMIT", 100, minimum=1)
@@ -299,7 +300,7 @@ CHAT_TYPING_INTERVAL_SECONDS = env_float("CHAT_TYPING_INTERVAL_SECONDS", 1.0, mi
 CHAT_RATE_KEY_PREFIX = env_str("CHAT_RATE_KEY_PREFIX", "chat-rate")
 
 # A user's sockets on every endpoint and worker together (contract v2); further
-# ones are closed with 4429 `too_many_sockets` (realtime/socket_cap.py). Each
+# ones are closed with 4429 `too_many_sockets` (realtime/authentication/socket_cap.py). Each
 # socket's slot is an entry in Redis that its worker refreshes every heartbeat
 # and that expires after the TTL, so a killed worker's slots come back.
 WS_MAX_SOCKETS_PER_USER = env_int("WS_MAX_SOCKETS_PER_USER", 50, minimum=1)
@@ -309,7 +310,7 @@ if WS_SOCKETS_TTL_SECONDS < 2 * WS_SOCKETS_HEARTBEAT_SECONDS:
     raise ImproperlyConfigured("WS_SOCKETS_TTL_SECONDS must be at least twice WS_SOCKETS_HEARTBEAT_SECONDS")
 WS_SOCKETS_KEY_PREFIX = env_str("WS_SOCKETS_KEY_PREFIX", "sockets")
 
-# --- Login throttle (contract v2; realtime/login_throttle.py) ----------------------
+# --- Login throttle (contract v2; realtime/authentication/login_throttle.py) ----------------------
 # This many failed logins within the window, for one username or from one client
 # address, refuse further attempts with 429 until the oldest of them leaves the window.
 LOGIN_FAILURES_MAX = env_int("LOGIN_FAILURES_MAX", 10, minimum=1)
@@ -354,7 +355,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # `collectstatic` (the default in debug; the browser tests turn it on too).
 WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", DEBUG)
 
-# --- Logging: one line per event, never a secret (see realtime.logs) -----------
+# --- Logging: one line per event, never a secret (see realtime.operations.logs) -----------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 # "plain" (key=value lines for people) or "json" (one object per line for a
 # log pipeline); both carry the same fields.
@@ -371,11 +372,11 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "realtime.logs.JsonFormatter"},
+        "json": {"()": "realtime.operations.logs.JsonFormatter"},
     },
     # Defence in depth: our code never logs a credential, and this filter
     # masks any that a library might (an Authorization header, a JWT, an API key).
-    "filters": {"redact": {"()": "realtime.logging.RedactSecrets"}},
+    "filters": {"redact": {"()": "realtime.operations.redaction.RedactSecrets"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["redact"]}
     },
@@ -394,7 +395,7 @@ LOGGING = {
     },
 }
 
-# --- Metrics (realtime/metrics.py) ----------------------------------------------------
+# --- Metrics (realtime/operations/metrics.py) ----------------------------------------------------
 # Set: GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>` (what Prometheus
 # sends with `authorization: {credentials: ...}`). Unset: loopback only, and a
 # request carrying a forwarded-address header never counts as loopback.

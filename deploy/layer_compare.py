@@ -7,7 +7,7 @@ One process plays a worker with `--members` sockets (one channel each, every
 one awaiting `receive` like a consumer does), in two patterns: all in one
 group (a big chat room: one group_send), and each in its own group (a
 notification to every user: one group_send per user, 64 at a time as
-realtime.push sends them). For each backend and pattern:
+realtime.fanout.push sends them). For each backend and pattern:
 
 - fan-out latency: one group_send at a time, from the call to the moment the
   last member has the message (median and p95 over `--messages` sends);
@@ -62,7 +62,7 @@ async def measure(
     groups = [f"user.{i}" for i in range(members)] if per_user else ["compare"]
     for i, channel in enumerate(channels):
         await layer.group_add(groups[i] if per_user else groups[0], channel)
-    gate = asyncio.Semaphore(64)  # as realtime.push does
+    gate = asyncio.Semaphore(64)  # as realtime.fanout.push does
 
     async def send(seq: int) -> None:
         async def one(group: str) -> None:

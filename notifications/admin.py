@@ -13,7 +13,7 @@ from django.urls import path, reverse
 from notifications import services
 from notifications.forms import SendNotificationForm
 from notifications.models import Notification
-from realtime import services as realtime_services
+from realtime.authentication import services as realtime_services
 from realtime.protocol import CloseReason
 
 User = get_user_model()
@@ -125,7 +125,7 @@ class NotifyingUserAdmin(UserAdmin):
     actions = [*UserAdmin.actions, send_notification_action, disconnect_users_action, deactivate_users_action]
 
     # Unticking "active" in the change form needs nothing here: any save that
-    # deactivates a user closes their sockets (realtime.receivers).
+    # deactivates a user closes their sockets (realtime.authentication.receivers).
 
     def delete_model(self, request, obj):
         realtime_services.disconnect_user(user=obj, reason=CloseReason.DEACTIVATED)

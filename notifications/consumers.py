@@ -28,6 +28,7 @@ from realtime.protocol import (
     MarkAllRead,
     MarkRead,
     Resume,
+    ServerFrame,
     user_group,
 )
 
@@ -40,7 +41,7 @@ mark_all_read = db.frames(services.mark_all_read)
 
 
 def _notification_frame(event: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "notification", "notification": event["notification"]}
+    return {"type": ServerFrame.NOTIFICATION, "notification": event["notification"]}
 
 
 class NotificationConsumer(RealtimeConsumer):
@@ -54,7 +55,7 @@ class NotificationConsumer(RealtimeConsumer):
         self.live_from = self.cursor = state.last_id or 0
         await self.send_frame(
             {
-                "type": "welcome",
+                "type": ServerFrame.WELCOME,
                 "user": {"id": self.user.pk, "username": self.user.get_username()},
                 "unread": state.unread,
                 "last_id": state.last_id,
@@ -77,7 +78,7 @@ class NotificationConsumer(RealtimeConsumer):
             last_id = rows[-1].id
         else:
             last_id = max(frame.after, self.cursor) or None
-        await self.send_frame({"type": "replay_done", "last_id": last_id, "more": more})
+        await self.send_frame({"type": ServerFrame.REPLAY_DONE, "last_id": last_id, "more": more})
 
     async def frame_mark_read(self, frame: MarkRead) -> None:
         try:
@@ -105,7 +106,7 @@ class NotificationConsumer(RealtimeConsumer):
 
     async def push_read(self, event: dict[str, Any]) -> None:
         await self.send_frame(
-            {"type": "read", "ids": event["ids"], "all": event["all"], "unread": event["unread"]}
+            {"type": ServerFrame.READ, "ids": event["ids"], "all": event["all"], "unread": event["unread"]}
         )
 
     # --- helpers ------------------------------------------------------------------------
@@ -122,4 +123,4 @@ class NotificationConsumer(RealtimeConsumer):
         if self.live_from < row.id <= self.cursor:
             return  # went out live while this replay was reading
         self.cursor = max(self.cursor, row.id)
-        await self.send_frame({"type": "notification", "notification": notification_dict(row)})
+        await self.send_frame({"type": ServerFrame.NOTIFICATION, "notification": notification_dict(row)})

@@ -28,8 +28,8 @@ from django.utils import timezone
 from notifications.models import Level, Notification
 from notifications.selectors import unread_count
 from notifications.serializers import notification_dict
+from realtime.fanout.push import push_after_commit, push_each_after_commit
 from realtime.protocol import Event, user_group
-from realtime.push import push_after_commit, push_each_after_commit
 
 User = get_user_model()
 

@@ -1,50 +1,18 @@
-"""Real-time plumbing shared by the notifications and chat apps.
-
-`protocol` is the one place that defines frames, error codes, close codes
-and group names; `middleware` authenticates sockets; `consumers` holds the
-base consumer that validates every frame; `push` sends events after commit;
-`tokens` and `apikeys` are the credentials of scripts and servers.
-"""
-
 from django.apps import AppConfig
 
 
 class RealtimeConfig(AppConfig):
     name = "realtime"
-    verbose_name = "Real-time plumbing"
+    verbose_name = "Real-time runtime"
 
     def ready(self) -> None:
-        from django.contrib.auth import get_user_model
-        from django.contrib.auth.signals import user_logged_out, user_login_failed
         from django.core.handlers.asgi import ASGIHandler
         from django.core.signals import request_finished
-        from django.db.models.signals import post_save, pre_save
 
-        from realtime.login_throttle import count_failure
-        from realtime.receivers import (
-            close_request_connections,
-            close_sockets_on_deactivation,
-            close_sockets_on_logout,
-            note_deactivation,
-        )
+        from realtime.db import close_request_connections
 
-        # user_logged_out is sent by django.contrib.auth.logout() itself, so it
-        # covers every way out (the logout page, the admin's, any custom view)
-        # where wrapping one view would miss the others.
-        user_logged_out.connect(close_sockets_on_logout, dispatch_uid="realtime.close_sockets_on_logout")
-        # Deactivation from any code that saves the user (the shell, a service,
-        # the admin's form): compared with the stored row, pushed after commit.
-        # A queryset update() sends no signal: realtime.services.deactivate_users
-        # closes the sockets itself.
-        user_model = get_user_model()
-        pre_save.connect(note_deactivation, sender=user_model, dispatch_uid="realtime.note_deactivation")
-        post_save.connect(
-            close_sockets_on_deactivation, sender=user_model, dispatch_uid="realtime.close_on_deactivation"
-        )
         # Requests served by ASGI only (the sender is the handler class): a WSGI
         # server, or the test client, reuses one thread and so its connection.
         request_finished.connect(
             close_request_connections, sender=ASGIHandler, dispatch_uid="realtime.close_request_connections"
         )
-        # Failed logins count wherever authenticate() is called with a request.
-        user_login_failed.connect(count_failure, dispatch_uid="realtime.login_throttle")

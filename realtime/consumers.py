@@ -24,9 +24,13 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from realtime import adapter, db, drain, observe, socket_cap, wire
-from realtime.errors import UNAVAILABLE_ERRORS, log_unavailable
-from realtime.hub import encoded_once, get_hub
+from realtime import adapter, db
+from realtime.adapter import drain, wire
+from realtime.authentication import socket_cap
+from realtime.authentication.tokens import TOKEN_EXPIRED, InvalidToken, VerifiedToken, verify_token
+from realtime.fanout.hub import encoded_once, get_hub
+from realtime.operations import observe
+from realtime.operations.errors import UNAVAILABLE_ERRORS, log_unavailable
 from realtime.protocol import (
     Auth,
     ClientFrame,
@@ -35,12 +39,12 @@ from realtime.protocol import (
     ErrorCode,
     FrameError,
     Ping,
+    ServerFrame,
     encode,
     error_frame,
     parse_frame,
     user_group,
 )
-from realtime.tokens import TOKEN_EXPIRED, InvalidToken, VerifiedToken, verify_token
 
 logger = logging.getLogger("realtime.socket")
 
@@ -87,7 +91,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     _auth_timer: asyncio.Task | None = None
     _expiry_timer: asyncio.Task | None = None
     _gone = False  # disconnect() has run
-    _has_slot = False  # counted in the user's sockets (realtime.socket_cap)
+    _has_slot = False  # counted in the user's sockets (realtime.authentication.socket_cap)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -165,7 +169,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.close_with(CloseCode.RESTARTING, "server_restarting")
             return
         elif self.scope.get("unavailable"):
-            # The handshake could not look the caller up (realtime.middleware): retry later.
+            # The handshake could not look the caller up (realtime.authentication.middleware): retry later.
             await self.close_with(CloseCode.SERVER_ERROR, "unavailable")
             return
         elif self.scope.get("auth_error"):
@@ -301,7 +305,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def _handle(self, frame: ClientFrame) -> None:
         observe.frame_in(self, frame.type)  # metrics
         if isinstance(frame, Ping):
-            await self.send_frame({"type": "pong"})
+            await self.send_frame({"type": ServerFrame.PONG})
         elif isinstance(frame, Auth):
             verified = await self.authenticate_token(frame)
             if self.user is None:
@@ -351,7 +355,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         """Write the frame `build(event)`, encoded and framed once per worker, without waiting.
 
         False when this socket's server has no fast path: send it with
-        `send_shared`. A socket already closing drops it (see `realtime.wire`).
+        `send_shared`. A socket already closing drops it (see `realtime.adapter.wire`).
         """
         write = self._write
         if write is None:

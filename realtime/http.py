@@ -32,9 +32,9 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import Resolver404, resolve
 from django.views.decorators.csrf import csrf_exempt
 
-from realtime.apikeys import authenticate_api_key
-from realtime.errors import UNAVAILABLE_ERRORS, log_unavailable
-from realtime.tokens import TOKEN_EXPIRED, InvalidToken, verify_token
+from realtime.authentication.apikeys import authenticate_api_key
+from realtime.authentication.tokens import TOKEN_EXPIRED, InvalidToken, verify_token
+from realtime.operations.errors import UNAVAILABLE_ERRORS, log_unavailable
 
 logger = logging.getLogger("realtime.http")
 

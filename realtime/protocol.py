@@ -63,6 +63,33 @@ class Event(StrEnum):
     REVOKE = "push.revoke"
 
 
+class ServerFrame(StrEnum):
+    """The `type` of every frame the server sends (docs/protocol.md)."""
+
+    WELCOME = "welcome"
+    REPLAY_DONE = "replay_done"
+    NOTIFICATION = "notification"
+    READ = "read"
+    MESSAGE = "message"
+    MESSAGE_DELETED = "message_deleted"
+    TYPING = "typing"
+    PRESENCE = "presence"
+    PONG = "pong"
+    ERROR = "error"
+
+
+class LayerMessage(StrEnum):
+    """The channel-layer messages between workers that carry events (realtime.fanout)."""
+
+    HUB_EVENT = "hub.event"  # one event for one group's sockets on every worker
+    HUB_BATCH = "hub.batch"  # one event for many groups (realtime.fanout.hub.batch_envelope)
+    ECHO = "layer.echo"  # the live-feed check's round trip (realtime.fanout.echo)
+
+
+# The key realtime.fanout.push stamps on an event at commit (for the delivery-lag metric).
+COMMITTED_AT = "committed_at"
+
+
 class CloseReason(StrEnum):
     """Reasons sent with a close, so a client knows whether to re-authenticate or back off."""
 
@@ -81,7 +108,7 @@ def user_group(user_id: int) -> str:
 
 
 def broadcast_group() -> str:
-    """Every worker's hub: batches of events for many groups at once (see realtime.hub)."""
+    """Every worker's hub: batches of events for many groups at once (see realtime.fanout.hub)."""
     return "broadcast"
 
 
@@ -205,7 +232,7 @@ def _describe(exc: ValidationError) -> str:
 
 
 def error_frame(code: ErrorCode, detail: str, ref: str | None = None) -> dict[str, Any]:
-    frame: dict[str, Any] = {"type": "error", "code": str(code), "detail": detail}
+    frame: dict[str, Any] = {"type": ServerFrame.ERROR, "code": str(code), "detail": detail}
     if ref is not None:
         frame["ref"] = ref
     return frame

@@ -55,7 +55,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from realtime.logs import log_event
+from realtime.operations.logs import log_event
 
 logger = logging.getLogger("realtime.redis")
 

@@ -95,8 +95,8 @@ async def relay_socket(transactional_db) -> AsyncIterator:
 
 async def _close_loop_resources() -> None:
     """Stop this test loop's hub and readiness probe: the loop ends with the test."""
-    from realtime.hub import close_hub
-    from realtime.views import close_readiness_echo
+    from realtime.fanout.hub import close_hub
+    from realtime.operations.health import close_readiness_echo
 
     for closing in (close_hub(), close_readiness_echo()):
         if closing is not None:
@@ -120,16 +120,16 @@ class Pushes:
         self.all: list[Push] = []
 
     def record(self, message: dict[str, Any]) -> None:
-        from realtime import observe
-        from realtime.hub import HUB_BATCH, HUB_EVENT, for_group
+        from realtime.fanout.hub import for_group
+        from realtime.protocol import COMMITTED_AT, LayerMessage
 
         def clean(event: dict[str, Any]) -> dict[str, Any]:
             # The commit time is push latency bookkeeping, not part of what a socket is sent.
-            return {key: value for key, value in event.items() if key != observe.COMMITTED_AT}
+            return {key: value for key, value in event.items() if key != COMMITTED_AT}
 
-        if message.get("type") == HUB_EVENT:
+        if message.get("type") == LayerMessage.HUB_EVENT:
             self.all.append(Push(message["group"], clean(message["event"])))
-        elif message.get("type") == HUB_BATCH:
+        elif message.get("type") == LayerMessage.HUB_BATCH:
             # One message for many groups: each group's own event, as each worker's hub builds it.
             for group, fields in message["recipients"]:
                 self.all.append(Push(group, clean(for_group(message["event"], fields))))

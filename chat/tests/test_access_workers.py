@@ -18,9 +18,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from chat import services
 from conftest import ARTIFACTS, server_env
 from notifications.services import notify
+from realtime.authentication.tokens import issue_token
 from realtime.tests.faults import Worker
 from realtime.tests.servers import SERVERS, browser_socket, get_json_as, receive_json, token_socket
-from realtime.tokens import issue_token
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

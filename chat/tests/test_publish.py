@@ -7,7 +7,7 @@ from asgiref.sync import sync_to_async
 
 from chat.models import Message
 from conftest import http, receive_type
-from realtime import apikeys
+from realtime.authentication import apikeys
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,7 +63,7 @@ async def test_a_revoked_or_missing_key_is_401(api_key, lobby):
     """Without a valid API key nothing is posted."""
     status, _ = await publish("rk_00000000_notakey", "lobby", {"body": "hi"})
     assert status == 401
-    from realtime.models import ApiKey
+    from realtime.authentication.models import ApiKey
 
     await sync_to_async(apikeys.revoke_api_keys)(keys=ApiKey.objects.all())
     status, _ = await publish(api_key, "lobby", {"body": "hi"})

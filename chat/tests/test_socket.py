@@ -133,7 +133,7 @@ async def test_a_live_push_that_overtakes_an_earlier_one_fills_the_gap(socket_fo
     from channels.layers import get_channel_layer
 
     from chat.serializers import message_dict
-    from realtime.hub import envelope
+    from realtime.fanout.hub import envelope
     from realtime.protocol import Event, room_group
 
     socket, _ = await enter(socket_for, alice)

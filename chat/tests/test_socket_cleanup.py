@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from conftest import closed_with, receive_type
-from realtime import drain
+from realtime.adapter import drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

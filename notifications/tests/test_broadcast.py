@@ -19,7 +19,7 @@ from django.db import connections, transaction
 from conftest import WAIT, receive_type
 from notifications import services
 from notifications.serializers import notification_dict
-from realtime import push
+from realtime.fanout import push
 from realtime.protocol import broadcast_group, user_group
 from realtime.tests.servers import browser_socket
 

@@ -279,7 +279,7 @@ async def test_pages_and_the_admin_run_under_the_content_security_policy(browser
     await room.locator("#id_title").press_sequentially("Night Shift")  # prepopulate.js acts on keyup
     await expect(room.locator("#id_slug")).to_have_value("night-shift")
     await expect(room.locator(".add-row a")).to_be_visible()  # inlines.js
-    key = await admin.page("/admin/realtime/apikey/add/")
+    key = await admin.page("/admin/authentication/apikey/add/")
     await key.locator("#id_name").fill("csp-check")
     await key.get_by_role("button", name="Create key").click()
     await expect(key.locator("#api-key")).to_have_css("user-select", "all")  # from the stylesheet, not inline

@@ -8,7 +8,7 @@ from django.contrib.auth.models import Group
 
 from conftest import http, receive_type
 from notifications.models import Notification
-from realtime import apikeys
+from realtime.authentication import apikeys
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

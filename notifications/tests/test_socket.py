@@ -152,7 +152,7 @@ async def test_a_live_push_that_overtakes_an_earlier_one_fills_the_gap(socket_fo
     """When a push arrives before an earlier one, the socket reads the gap and sends in order."""
     from channels.layers import get_channel_layer
 
-    from realtime.hub import envelope
+    from realtime.fanout.hub import envelope
     from realtime.protocol import Event, user_group
 
     socket = await socket_for("/ws/notifications/", alice)

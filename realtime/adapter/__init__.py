@@ -11,7 +11,7 @@ websockets, channels, channels_redis, redis-py and asgiref are used only here:
 - `writers`: the pre-framed writers onto daphne's and uvicorn's connections
   (`writer_for`), each with the slow-client limit;
 - `pubsub_layer`: channels_redis's pub/sub layer with our fixes
-  (`realtime.redis_layer` keeps the settings path);
+  (`realtime.fanout.layer` keeps the settings path);
 - here: asgiref's server loop (`server_loop`), Channels' dispatch and Origin
   rules (`handler_name`, `origin_allowed`), autobahn's Disconnected
   (`is_closed_send_error`);
@@ -49,7 +49,7 @@ internal is there, it:
   (django/daphne#374). It also answers an Origin that autobahn cannot parse
   with 403, as the application does for one it refuses, and bounds what a
   client that stops reading can cost on the ASGI send path;
-- drains on SIGTERM as `realtime.serve` does (`realtime.drain`): it stops
+- drains on SIGTERM as `realtime.serve` does (`realtime.adapter.drain`): it stops
   listening, sockets mid-handshake get 1012, open ones get 1012 after
   DRAIN_GRACE_SECONDS, then the reactor stops. Plain daphne would cut every
   connection at once (1006);
@@ -58,7 +58,7 @@ internal is there, it:
   every byte restarts, so a handshake fed a byte every few seconds stayed open.
 
 Whatever the version, under daphne it masks credentials in the access log's
-request paths (`realtime.logging.redact`): daphne's command line writes that
+request paths (`realtime.operations.redaction.redact`): daphne's command line writes that
 log to stdout itself, past the logging filters.
 
 With other versions, or an internal missing, it logs a warning and installs
@@ -86,7 +86,7 @@ from realtime.adapter import internals
 
 logger = logging.getLogger("realtime.adapter")
 
-# The versions whose internals this module and realtime.wire were written
+# The versions whose internals this module and realtime.adapter.wire were written
 # against, by server (requirements.txt pins them).
 PINNED = {
     "daphne": {"daphne": "4.2.3", "autobahn": "26.10.2", "Twisted": "26.10.0"},
@@ -198,7 +198,7 @@ def is_closed_send_error(exc: BaseException) -> bool:
 
 
 def writer_for(send: Any, *, limit: int):
-    """A pre-framed writer (`realtime.wire.Writer`) for the connection behind ASGI `send`, or None:
+    """A pre-framed writer (`realtime.adapter.wire.Writer`) for the connection behind ASGI `send`, or None:
     send through ASGI then (another server, or the adapter is off for this one)."""
     from realtime.adapter.writers import writer_for
 

@@ -55,7 +55,7 @@ class DrainingServer(Server):
     async def _drain(self) -> None:
         from django.conf import settings
 
-        from realtime import drain
+        from realtime.adapter import drain
 
         try:
             await drain.drain(

@@ -57,7 +57,7 @@ class RelayWebSocketProtocol(WebSocketProtocol):
         # autobahn parses the Origin itself and refuses one it cannot parse (a
         # port out of range, `http://[::1`) with 400, before the application
         # sees the handshake. The contract refuses an Origin that is not
-        # allowed with 403, as realtime.middleware.OriginCheck does.
+        # allowed with 403, as realtime.authentication.middleware.OriginCheck does.
         if reason.startswith("HTTP Origin header"):
             code = 403
         super().failHandshake(reason, code, responseHeaders)
@@ -130,7 +130,7 @@ def redact_access_log() -> None:
     # the request's path and query string as the client sent them.
     if getattr(Server.log_action, "redacts", False):
         return
-    from realtime.logging import redact
+    from realtime.operations.redaction import redact
 
     log_action = Server.log_action
 
@@ -152,7 +152,7 @@ def install_protocols() -> None:
 
 def drain_on_sigterm() -> None:
     """Once the reactor runs, replace its SIGTERM/SIGINT handlers (they would stop it at once, cutting
-    every socket) with a drain (`realtime.drain`)."""
+    every socket) with a drain (`realtime.adapter.drain`)."""
     reactor.callWhenRunning(_drain_on_sigterm)
 
 
@@ -179,7 +179,7 @@ def _drain_on_sigterm() -> None:
 
 
 async def _drain_then_stop() -> None:
-    from realtime import drain
+    from realtime.adapter import drain
 
     try:
         await drain.drain(

@@ -5,7 +5,7 @@ daphne (Twisted/autobahn) and uvicorn's `websockets` and `websockets-sansio`
 implementations. For anything else, or when the adapter is off for that
 server (an unpinned version, a missing internal: `realtime.adapter.check`),
 it returns None and the consumer sends through ASGI as usual. See
-`realtime.wire` for the frames and why.
+`realtime.adapter.wire` for the frames and why.
 
 Every writer also bounds what a client that stops reading can cost: once
 the connection holds more than `WS_MAX_BUFFER_BYTES` unsent, it is aborted.
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from realtime import adapter
-from realtime.wire import Writer
+from realtime.adapter.wire import Writer
 
 logger = logging.getLogger("realtime.wire")
 

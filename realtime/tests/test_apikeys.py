@@ -11,8 +11,8 @@ from django.core.management import call_command
 from django.test import Client
 
 from conftest import http, make_token, session_headers
-from realtime import apikeys
-from realtime.models import ApiKey
+from realtime.authentication import apikeys
+from realtime.authentication.models import ApiKey
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -94,7 +94,7 @@ async def test_admin_creates_a_key_and_shows_it_once(make_user):
 
     def scenario():
         client = admin_client(make_user)
-        response = client.post("/admin/realtime/apikey/add/", {"name": "from admin"})
+        response = client.post("/admin/authentication/apikey/add/", {"name": "from admin"})
         assert response.status_code == 200
         assert "no-store" in response["Cache-Control"]
         row = ApiKey.objects.get(name="from admin")
@@ -102,8 +102,25 @@ async def test_admin_creates_a_key_and_shows_it_once(make_user):
         start = page.index(f"rk_{row.prefix}_")
         key = page[start : page.index("<", start)]
         assert apikeys.authenticate_api_key(key) is not None
-        for url in ("/admin/realtime/apikey/", f"/admin/realtime/apikey/{row.pk}/change/"):
+        for url in ("/admin/authentication/apikey/", f"/admin/authentication/apikey/{row.pk}/change/"):
             assert key not in client.get(url).content.decode()
+
+    await sync_to_async(scenario)()
+
+
+async def test_old_admin_links_lead_to_the_keys(make_user):
+    """Links to the API keys' old admin pages (under realtime/) still lead to them."""
+    row, _key = await sync_to_async(apikeys.create_api_key)(name="svc")
+
+    def scenario():
+        client = admin_client(make_user)
+        response = client.get(f"/admin/realtime/apikey/{row.pk}/change/?_changelist_filters=x", follow=True)
+        assert response.redirect_chain[0] == (
+            f"/admin/authentication/apikey/{row.pk}/change/?_changelist_filters=x",
+            301,
+        )
+        assert response.status_code == 200
+        assert "svc" in response.content.decode()
 
     await sync_to_async(scenario)()
 
@@ -115,7 +132,9 @@ async def test_admin_revoke_action(make_user):
     def scenario():
         client = admin_client(make_user)
         response = client.post(
-            "/admin/realtime/apikey/", {"action": "revoke_keys", "_selected_action": [row.pk]}, follow=True
+            "/admin/authentication/apikey/",
+            {"action": "revoke_keys", "_selected_action": [row.pk]},
+            follow=True,
         )
         assert response.status_code == 200
 

@@ -28,7 +28,7 @@ from chat.presence import get_store
 from conftest import closed_with, http, make_token, receive_type
 from notifications import services as notification_services
 from notifications.models import Notification
-from realtime import apikeys
+from realtime.authentication import apikeys
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.test import Client
 
 from conftest import closed_with, http, receive_type, session_headers
-from realtime.tokens import issue_token
+from realtime.authentication.tokens import issue_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

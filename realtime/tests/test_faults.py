@@ -26,9 +26,9 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from chat import services as chat_services
-from realtime import apikeys
+from realtime.authentication import apikeys
+from realtime.fanout.layer import RelayPubSubChannelLayer
 from realtime.redis_client import layer_host
-from realtime.redis_layer import RelayPubSubChannelLayer
 from realtime.tests.faults import (
     Poster,
     PrivateRedis,
@@ -111,7 +111,7 @@ async def test_redis_frozen_for_10s_no_hang_and_same_end_state(server, world, al
     for the socket timeout, every new socket's SUBSCRIBE (made before the
     consumer even runs) queued behind it, and daphne dropped the handshakes
     after 5 s; the test's client then died on the dropped handshake, which
-    looked like a socket that never got `welcome`. See realtime/redis_layer.py.
+    looked like a socket that never got `welcome`. See realtime/fanout/layer.py.
     """
     redis = PrivateRedis()
     await redis.start()
@@ -219,7 +219,7 @@ async def test_sigterm_closes_1012_clients_move_and_in_flight_posts_are_answered
         check_answers(poster)
 
 
-# --- The channel layer itself against a private Redis (realtime/redis_layer.py) ---------
+# --- The channel layer itself against a private Redis (realtime/fanout/layer.py) ---------
 
 
 def private_layer(redis: PrivateRedis) -> RelayPubSubChannelLayer:
@@ -320,7 +320,7 @@ async def test_redis_down_logs_one_warning_per_outage_and_leaks_no_channel(caplo
 
 
 async def test_readyz_keeps_one_subscription_however_many_probes_and_across_a_restart(tmp_path):
-    """/readyz reuses one echo channel (realtime/echo.py).
+    """/readyz reuses one echo channel (realtime/fanout/echo.py).
 
     It used to subscribe a new channel per probe and never drop it.
     """

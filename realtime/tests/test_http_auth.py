@@ -11,7 +11,7 @@ from django.conf import settings
 
 from conftest import DEMO_PASSWORD, http, make_token, session_headers
 from notifications import services
-from realtime.tokens import verify_token
+from realtime.authentication.tokens import verify_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

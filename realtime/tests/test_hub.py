@@ -93,7 +93,7 @@ async def test_broadcast_membership_lost_from_redis_is_rebuilt(socket_for, alice
     """The hub's place in the broadcast group heals like its other groups, and big sends flow again."""
     from django.contrib.auth import get_user_model
 
-    from realtime import push
+    from realtime.fanout import push
 
     User = get_user_model()
     await User.objects.abulk_create([User(username=f"reader{i}") for i in range(push.BATCH_MIN_GROUPS)])
@@ -113,7 +113,7 @@ async def test_a_malformed_batch_entry_is_skipped_and_the_hub_goes_on(socket_for
     from django.db import transaction
 
     from notifications.serializers import notification_dict
-    from realtime.hub import batch_envelope
+    from realtime.fanout.hub import batch_envelope
     from realtime.protocol import Event
 
     socket = await socket_for("/ws/notifications/", alice)
@@ -177,7 +177,7 @@ async def test_sockets_that_connect_together_to_a_fresh_worker_all_get_their_wel
     """The first sockets of a worker race to set up its hub; every one of them is welcomed."""
     import asyncio
 
-    from realtime.hub import close_hub
+    from realtime.fanout.hub import close_hub
 
     users = [await sync_to_async(make_user)(f"racer{i}") for i in range(8)]
     closing = close_hub()  # a fresh hub, as in a worker that just started
@@ -225,7 +225,7 @@ class Recorder:
 
 async def test_a_backlog_reaches_each_socket_in_arrival_order_one_write_per_run():
     """A run of one group's events is corked into one write per socket, uncorked before any slow delivery."""
-    from realtime.hub import Hub, envelope
+    from realtime.fanout.hub import Hub, envelope
 
     hub = Hub()
     alice, bob = Recorder(), Recorder()

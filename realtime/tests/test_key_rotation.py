@@ -20,8 +20,8 @@ from django.conf import settings
 from websockets.asyncio.client import connect
 
 from conftest import ORIGIN, server_env, session_cookie
+from realtime.authentication.tokens import issue_token
 from realtime.tests.servers import ServerProcess
-from realtime.tokens import issue_token
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 

@@ -1,4 +1,4 @@
-"""LayerEcho (realtime/echo.py): the hub heartbeat's and /readyz's round trip, on the real Redis layer."""
+"""LayerEcho (realtime/fanout/echo.py): the heartbeat's and /readyz's round trip, on the real Redis layer."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.conf import settings
 from redis.asyncio import Redis
 
 from conftest import WAIT
-from realtime.echo import LayerEcho
+from realtime.fanout.echo import LayerEcho
 
 pytestmark = [pytest.mark.redis]
 

@@ -35,9 +35,9 @@ def layer_for(**env: str) -> dict:
 
 
 def test_backend_is_selectable_and_defaults_to_pubsub():
-    # channels_redis's pub/sub layer with our fixes (realtime/redis_layer.py).
+    # channels_redis's pub/sub layer with our fixes (realtime/fanout/layer.py).
     assert (
-        layer_for(REDIS_URL="redis://h:6379/2")["BACKEND"] == "realtime.redis_layer.RelayPubSubChannelLayer"
+        layer_for(REDIS_URL="redis://h:6379/2")["BACKEND"] == "realtime.fanout.layer.RelayPubSubChannelLayer"
     )
     core = layer_for(REDIS_URL="redis://h:6379/2", CHANNEL_LAYER_BACKEND="core")
     assert core["BACKEND"] == "channels_redis.core.RedisChannelLayer"

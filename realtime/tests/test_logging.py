@@ -12,8 +12,8 @@ from asgiref.sync import sync_to_async
 from django.core.management import call_command
 
 from conftest import DEMO_PASSWORD, http, make_token, receive_type
-from realtime import apikeys
-from realtime.logging import RedactSecrets
+from realtime.authentication import apikeys
+from realtime.operations.redaction import RedactSecrets
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,8 +12,8 @@ from prometheus_client import REGISTRY
 
 from conftest import receive_type, session_cookie
 from notifications.services import notify
-from realtime import drain
-from realtime.logs import JsonFormatter, log_event
+from realtime.adapter import drain
+from realtime.operations.logs import JsonFormatter, log_event
 
 
 def sample(name: str, **labels: str) -> float:
@@ -121,7 +121,7 @@ def test_json_format_carries_the_fields():
 def test_json_formatter_is_selectable_in_settings():
     """LOG_FORMAT picks the console formatter."""
     assert settings.LOGGING["handlers"]["console"]["formatter"] == settings.LOG_FORMAT
-    assert settings.LOGGING["formatters"]["json"]["()"] == "realtime.logs.JsonFormatter"
+    assert settings.LOGGING["formatters"]["json"]["()"] == "realtime.operations.logs.JsonFormatter"
 
 
 @pytest.mark.django_db(transaction=True)

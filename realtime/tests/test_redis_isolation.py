@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(180)]
 DISCONNECT_ALICE = (
     "from django.contrib.auth import get_user_model\n"
     "from realtime.protocol import CloseReason\n"
-    "from realtime.services import disconnect_user\n"
+    "from realtime.authentication.services import disconnect_user\n"
     "disconnect_user(user=get_user_model().objects.get(username='alice'), reason=CloseReason.DISCONNECTED)\n"
 )
 

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 
 from chat import services as chat_services
 from conftest import DEMO_PASSWORD
-from realtime import apikeys
+from realtime.authentication import apikeys
 from realtime.tests.deployments import PrivateSentinel, get_json, serving
 from realtime.tests.faults import (
     Poster,

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conftest import closed_with, make_token, receive_type
-from realtime.tokens import issue_token
+from realtime.authentication.tokens import issue_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

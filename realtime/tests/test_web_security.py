@@ -13,7 +13,7 @@ import pytest
 
 from config.settings import _socket_sources
 from conftest import http, receive_type
-from realtime.logs import FIELDS
+from realtime.operations.logs import FIELDS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

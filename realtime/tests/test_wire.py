@@ -6,7 +6,7 @@ import pytest
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from realtime.wire import text_frame
+from realtime.adapter.wire import text_frame
 
 
 def parse(data: bytes) -> Frame:

@@ -15,8 +15,8 @@ from chat.models import Room
 from chat.services import post_message
 from notifications.models import Notification
 from notifications.services import notify
+from realtime.fanout.push import BATCH_MIN_GROUPS
 from realtime.protocol import Event, user_group
-from realtime.push import BATCH_MIN_GROUPS
 
 EXAMPLE = settings.BASE_DIR / "docs" / "examples" / "test_example.py"
 

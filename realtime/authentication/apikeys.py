@@ -24,7 +24,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from realtime.models import ApiKey
+from realtime.authentication.models import ApiKey
 
 SCHEME = "Api-Key"
 PREFIX_BYTES = 4

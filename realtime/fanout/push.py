@@ -22,10 +22,11 @@ from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
-from realtime import adapter, metrics, observe
-from realtime.errors import UNAVAILABLE_ERRORS
-from realtime.hub import batch_envelope, envelope, for_group
-from realtime.protocol import broadcast_group
+from realtime import adapter
+from realtime.fanout.hub import batch_envelope, envelope, for_group
+from realtime.operations import metrics, observe
+from realtime.operations.errors import UNAVAILABLE_ERRORS
+from realtime.protocol import COMMITTED_AT, broadcast_group
 
 logger = logging.getLogger("realtime.push")
 
@@ -55,7 +56,7 @@ def push_after_commit(messages: Iterable[Message], *, using: str | None = None) 
 def push_each_after_commit(
     event: dict[str, Any], recipients: Iterable[Recipient], *, using: str | None = None
 ) -> None:
-    """Send `event`, with each group's own fields (see `realtime.hub.for_group`), after commit.
+    """Send `event`, with each group's own fields (see `realtime.fanout.hub.for_group`), after commit.
 
     Many groups: one channel-layer message per BATCH_SIZE of them, to the
     broadcast group, which every worker's hub reads; the shared part of the
@@ -74,14 +75,12 @@ def send_now(messages: Sequence[Message]) -> bool:
     """Send from sync code; True when every message reached the channel layer."""
     # Called at commit: the stamp is the start of the push latency metric.
     committed = time.time()
-    return _send(
-        [(group, envelope(group, {**event, observe.COMMITTED_AT: committed})) for group, event in messages]
-    )
+    return _send([(group, envelope(group, {**event, COMMITTED_AT: committed})) for group, event in messages])
 
 
 def send_batches_now(event: dict[str, Any], batches: Sequence[list[Recipient]]) -> bool:
     """`send_now` for batches: one message per batch to every hub."""
-    stamped = {**event, observe.COMMITTED_AT: time.time()}
+    stamped = {**event, COMMITTED_AT: time.time()}
     group = broadcast_group()
     return _send([(group, batch_envelope(stamped, batch)) for batch in batches])
 

@@ -14,15 +14,14 @@ from typing import Any
 
 from django.conf import settings
 
-from realtime import metrics
-from realtime.logs import log_event
+from realtime.operations import metrics
+from realtime.operations.logs import log_event
+from realtime.protocol import COMMITTED_AT
 
 logger = logging.getLogger("realtime.socket")
 
 # Frames are encoded by orjson with "type" first: read it without decoding.
 _TYPE = re.compile(r'^\{"type":"([a-z_]{1,32})"')
-
-COMMITTED_AT = "committed_at"  # event key stamped by realtime.push at commit
 
 
 def _user_id(consumer) -> Any:

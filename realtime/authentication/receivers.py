@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from django.db import connections
-
+from realtime.authentication.services import disconnect_user
 from realtime.protocol import CloseReason
-from realtime.services import disconnect_user
 
 
 def close_sockets_on_logout(sender, request, user, **kwargs) -> None:
@@ -29,17 +27,3 @@ def close_sockets_on_deactivation(sender, instance, raw=False, **kwargs) -> None
     if getattr(instance, "_relay_deactivated", False):
         instance._relay_deactivated = False
         disconnect_user(user=instance, reason=CloseReason.DEACTIVATED)
-
-
-def close_request_connections(sender, **kwargs) -> None:
-    """Close the database connections an HTTP request opened, whatever CONN_MAX_AGE says.
-
-    Under ASGI, Django runs each request's sync code in a thread (and context)
-    of its own, so a connection kept for reuse is never reused: it stays open
-    until garbage collection finds it. With the default DATABASE_CONN_MAX_AGE
-    a worker held 75 idle connections after 480 publish requests, near
-    PostgreSQL's default max_connections of 100. Django's docs say to disable
-    persistent connections under ASGI; socket handlers, which all share one
-    thread (channels' database_sync_to_async), keep theirs and reuse it.
-    """
-    connections.close_all()

@@ -35,16 +35,15 @@ from typing import Any, Protocol
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from realtime import observe
-from realtime.echo import LayerEcho
-from realtime.errors import UNAVAILABLE_ERRORS
-from realtime.protocol import broadcast_group, encode
+from realtime.fanout.echo import LayerEcho
+from realtime.operations import observe
+from realtime.operations.errors import UNAVAILABLE_ERRORS
+from realtime.protocol import LayerMessage, broadcast_group, encode
 
 logger = logging.getLogger("realtime.hub")
 
-HUB_EVENT = "hub.event"
-# One event for many groups: see batch_envelope.
-HUB_BATCH = "hub.batch"
+HUB_EVENT = LayerMessage.HUB_EVENT
+HUB_BATCH = LayerMessage.HUB_BATCH
 # Synchronous deliveries between two yields to the event loop (see Hub.dispatch).
 _YIELD_EVERY = 128
 # Most messages taken from the layer in one round (see Hub._dispatch_round).
@@ -114,7 +113,7 @@ class Hub:
         # Heartbeats travel on a channel of their own, so a backlog of events
         # being delivered does not delay them and pass for a dead Redis.
         self.echo = LayerEcho(self.layer)
-        # Layers that can hand over a backlog at once (realtime.redis_layer); others give one at a time.
+        # Layers that can hand over a backlog at once (realtime.fanout.layer); others give one at a time.
         self._receive_ready = getattr(self.layer, "receive_ready", None)
         # Event types handled once per worker instead of once per socket (see observe).
         self._observers: dict[str, Callable[[str, dict[str, Any]], None]] = {}
@@ -338,7 +337,7 @@ class Hub:
             if not self.members:
                 continue
             try:
-                # Not send + receive under the timeout: see realtime/echo.py.
+                # Not send + receive under the timeout: see realtime/fanout/echo.py.
                 async with asyncio.timeout(settings.HUB_HEARTBEAT_TIMEOUT_SECONDS):
                     await self.echo.round_trip()
             except asyncio.CancelledError:

@@ -26,8 +26,8 @@ import weakref
 from django.conf import settings
 
 from realtime import redis_client
-from realtime.errors import UNAVAILABLE_ERRORS, log_unavailable
-from realtime.hub import Hub, get_hub
+from realtime.fanout.hub import Hub, get_hub
+from realtime.operations.errors import UNAVAILABLE_ERRORS, log_unavailable
 
 logger = logging.getLogger("realtime.socket")
 

@@ -1,7 +1,7 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from realtime import apikeys
+from realtime.authentication import apikeys
 
 
 class Command(BaseCommand):

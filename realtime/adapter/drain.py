@@ -15,8 +15,8 @@ import asyncio
 import logging
 import weakref
 
-from realtime import metrics
-from realtime.logs import log_event
+from realtime.operations import metrics
+from realtime.operations.logs import log_event
 from realtime.protocol import CloseCode
 
 logger = logging.getLogger("realtime.drain")

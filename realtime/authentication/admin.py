@@ -8,8 +8,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from realtime import apikeys
-from realtime.models import ApiKey
+from realtime.authentication import apikeys
+from realtime.authentication.models import ApiKey
 
 
 class ApiKeyForm(forms.Form):
@@ -56,11 +56,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 self.log_addition(request, row, [{"added": {}}])
                 response = TemplateResponse(
                     request,
-                    "admin/realtime/apikey/created.html",
+                    "admin/authentication/apikey/created.html",
                     {**context, "title": "API key created", "row": row, "key": key},
                 )
                 response["Cache-Control"] = "no-store"
                 return response
         return TemplateResponse(
-            request, "admin/realtime/apikey/add.html", {**context, "title": "Add API key"}
+            request, "admin/authentication/apikey/add.html", {**context, "title": "Add API key"}
         )

@@ -23,9 +23,11 @@ import itertools
 import logging
 from typing import Any
 
+from realtime.protocol import LayerMessage
+
 logger = logging.getLogger("realtime.echo")
 
-ECHO = "layer.echo"
+ECHO = LayerMessage.ECHO
 # How long the reading task waits before reading again after a failed receive
 # (the core layer's receive raises while Redis is down; the pub/sub one does not).
 RETRY_SECONDS = 1.0

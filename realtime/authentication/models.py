@@ -8,7 +8,7 @@ class ApiKey(models.Model):
     """A server-to-server credential for `/api/publish/*`.
 
     The key is `rk_<prefix>_<secret>`. `prefix` is public and finds the row;
-    only a keyed hash of the whole key is stored (see realtime/apikeys.py).
+    only a keyed hash of the whole key is stored (see realtime/authentication/apikeys.py).
     """
 
     name = models.CharField(max_length=100)
@@ -21,6 +21,9 @@ class ApiKey(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "API key"
+        # Created by the realtime app before this app owned the model; kept so
+        # existing deployments keep their keys.
+        db_table = "realtime_apikey"
 
     def __str__(self) -> str:
         return f"{self.name} (rk_{self.prefix}_…)"

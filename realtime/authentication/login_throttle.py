@@ -40,7 +40,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
 from realtime import redis_client
-from realtime.logs import log_event
+from realtime.operations.logs import log_event
 
 logger = logging.getLogger("realtime.auth")
 
@@ -188,7 +188,7 @@ def throttled(request: HttpRequest, username: str) -> int | None:
 
 def count_failure(sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None, **_: Any):
     """`user_login_failed`: every failed `authenticate()` with a request (the token API, the
-    login form, the admin's login), connected in realtime.apps."""
+    login form, the admin's login), connected in realtime.authentication.apps."""
     username = credentials.get("username")
     if request is None or not isinstance(username, str) or refused(request) is not None:
         return  # a refusal by ThrottleBackend is not another failure: it would stretch the wait

@@ -7,7 +7,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
-from realtime import login_throttle
+from realtime.authentication import login_throttle
+from realtime.authentication.tokens import issue_token
 from realtime.http import (
     ApiError,
     authorization,
@@ -17,7 +18,6 @@ from realtime.http import (
     json_body,
     rate_limited,
 )
-from realtime.tokens import issue_token
 
 MAX_CREDENTIAL_LENGTH = 1024
 

@@ -36,9 +36,9 @@ from django.contrib.auth.models import AnonymousUser
 from django.http.cookie import parse_cookie
 
 from realtime import adapter, db
-from realtime.errors import UNAVAILABLE_ERRORS, log_unavailable
-from realtime.logs import log_event
-from realtime.tokens import InvalidToken, verify_token
+from realtime.authentication.tokens import InvalidToken, verify_token
+from realtime.operations.errors import UNAVAILABLE_ERRORS, log_unavailable
+from realtime.operations.logs import log_event
 
 logger = logging.getLogger("realtime.auth")
 

@@ -13,8 +13,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from realtime.fanout.push import push_after_commit
 from realtime.protocol import CloseReason, Event, user_group
-from realtime.push import push_after_commit
 
 
 @transaction.atomic

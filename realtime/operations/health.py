@@ -1,4 +1,4 @@
-"""Health endpoints: `/healthz` (the process runs) and `/readyz` (its backends answer); the login page."""
+"""Health endpoints: `/healthz` (the process runs) and `/readyz` (its backends answer)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import weakref
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from django.contrib.auth import views as auth_views
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
-from realtime import drain, login_throttle, observe
-from realtime.echo import LayerEcho
-from realtime.errors import UNAVAILABLE_ERRORS, log_unavailable
+from realtime.adapter import drain
+from realtime.fanout.echo import LayerEcho
+from realtime.operations import observe
+from realtime.operations.errors import UNAVAILABLE_ERRORS, log_unavailable
 
 logger = logging.getLogger("realtime.health")
 
@@ -45,7 +45,7 @@ def _database_ok() -> bool:
 
 # One echo channel per event loop (a worker has one; the sync test client makes
 # one per request), reused by every probe: one subscription, however many
-# probes (see realtime/echo.py for why not a fresh channel, or send + receive).
+# probes (see realtime/fanout/echo.py for why not a fresh channel, or send + receive).
 _echoes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LayerEcho] = weakref.WeakKeyDictionary()
 
 
@@ -106,29 +106,3 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     body = {"status": "ok" if ready else "unavailable"}
     body.update({name: "ok" if ok else "unavailable" for name, ok in checks.items()})
     return JsonResponse(body, status=200 if ready else 503)
-
-
-class LoginView(auth_views.LoginView):
-    """Django's login page, answering 429 while the login throttle is on (contract v2).
-
-    The throttle itself is realtime.login_throttle.ThrottleBackend, which the
-    form's authenticate() runs first; this only turns its refusal into the page.
-    """
-
-    def form_invalid(self, form):
-        wait = login_throttle.refused(self.request)
-        if wait is None:
-            return super().form_invalid(form)
-        context = self.get_context_data(form=form, rate_limited=True, retry_after=wait)
-        response = self.render_to_response(context, status=429)
-        response["Retry-After"] = str(wait)
-        return response
-
-    def post(self, request, *args, **kwargs):
-        try:
-            return super().post(request, *args, **kwargs)
-        except UNAVAILABLE_ERRORS as exc:
-            # The throttle could not be asked (Redis down): refuse rather than skip it.
-            log_unavailable(logger, exc, "login: backing service unavailable")
-            context = self.get_context_data(form=self.get_form_class()(request), unavailable=True)
-            return self.render_to_response(context, status=503)
