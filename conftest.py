@@ -51,6 +51,7 @@ def pytest_configure(config):
     settings.CHAT_RATE_KEY_PREFIX = f"{run}-rate"
     settings.WS_SOCKETS_KEY_PREFIX = f"{run}-sockets"
     settings.LOGIN_THROTTLE_KEY_PREFIX = f"{run}-login"
+    settings.LIVE_KEY_PREFIX = f"{run}-live"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -173,6 +174,7 @@ def subprocess_env() -> dict[str, str]:
     env["CHAT_RATE_KEY_PREFIX"] = settings.CHAT_RATE_KEY_PREFIX
     env["WS_SOCKETS_KEY_PREFIX"] = settings.WS_SOCKETS_KEY_PREFIX
     env["LOGIN_THROTTLE_KEY_PREFIX"] = settings.LOGIN_THROTTLE_KEY_PREFIX
+    env["LIVE_KEY_PREFIX"] = settings.LIVE_KEY_PREFIX
     env.setdefault("DJANGO_SECRET_KEY", settings.SECRET_KEY)
     return env
 
