@@ -4,6 +4,8 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from chat import api as chat_api
+from live import api as live_api
+from live import views as live_views
 from notifications import api as notifications_api
 from realtime import http as realtime_http
 from realtime.authentication import api as auth_api
@@ -26,6 +28,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("notifications/", include("notifications.urls")),
     path("chat/", include("chat.urls")),
+    path("live/", live_views.board, name="live"),
     path("api/notifications/", notifications_api.inbox),
     path("api/notifications/unread-count/", notifications_api.unread_count),
     path("api/notifications/read/", notifications_api.mark_read),
@@ -35,6 +38,8 @@ urlpatterns = [
     path("api/chat/rooms/", chat_api.rooms),
     path("api/chat/rooms/<str:slug>/messages/", chat_api.messages),
     path("api/chat/rooms/<str:slug>/online/", chat_api.online),
+    path("api/publish/topics/<str:name>/", live_api.publish),
+    path("api/topics/<str:name>/", live_api.topic),
     path("healthz", health.healthz),
     path("readyz", health.readyz),
     path("metrics", metrics.metrics_view),

@@ -64,9 +64,11 @@ def validation_detail(exc: ValidationError) -> dict[str, str] | str:
     return "; ".join(exc.messages)
 
 
-def json_body(request: HttpRequest, *, allow_empty: bool = False) -> dict[str, Any]:
-    if len(request.body) > settings.WS_MAX_FRAME_BYTES:
-        raise ApiError(413, "too_large", f"body over {settings.WS_MAX_FRAME_BYTES} bytes")
+def json_body(request: HttpRequest, *, allow_empty: bool = False, limit: int | None = None) -> dict[str, Any]:
+    """The request's JSON object; bodies over `limit` bytes (default WS_MAX_FRAME_BYTES) are 413."""
+    limit = limit or settings.WS_MAX_FRAME_BYTES
+    if len(request.body) > limit:
+        raise ApiError(413, "too_large", f"body over {limit} bytes")
     if not request.body:
         if allow_empty:
             return {}

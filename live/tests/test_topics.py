@@ -150,3 +150,14 @@ def test_seed_demo_declares_stocks_and_prices_fifty_symbols_once(capsys, django_
     assert len(values) == 50 and {value.seq for value in values} == {1}
     assert orjson.loads(values[0].data)["symbol"] == "AAPL"
     assert "/live/" in capsys.readouterr().out
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_demo_ticker_publishes_a_random_walk(stocks):
+    """`demo_ticker --rate 500 --count 40`: 40 publishes over the demo symbols, each a price and change."""
+    out = await run_manage("demo_ticker", "--rate", "500", "--count", "40")
+    assert "40 prices published" in out
+    values = store.read([demo.topic(symbol) for symbol, _ in demo.SYMBOLS])
+    assert sum(value.seq or 0 for value in values) == 40
+    quote = orjson.loads(next(value for value in values if value.seq).data)
+    assert set(quote) == {"symbol", "price", "change"} and quote["price"] > 0
