@@ -24,7 +24,8 @@ from django.conf import settings
 from dotenv import dotenv_values
 
 from conftest import run_manage, subprocess_env
-from realtime.tests.servers import free_port, receive_json, token_socket, wait_ready
+from realtime.tests.faults import poll
+from realtime.tests.servers import free_port, http_get, receive_json, token_socket, wait_ready
 
 ROOT = Path(settings.BASE_DIR)
 # What a new shell has: none of the service's settings exported.
@@ -33,7 +34,7 @@ SERVICE_VARIABLES = ("DJANGO_", "REDIS_", "DATABASE_", "PYTHON_DOTENV_", "MAKE",
 
 # This run's Redis prefixes: they keep its groups and keys apart on a shared
 # Redis, and are the same in every process, as one deployment's are.
-RUN_PREFIXES = ("CHANNEL_LAYER_PREFIX", "PRESENCE_KEY_PREFIX", "CHAT_RATE_KEY_PREFIX")
+RUN_PREFIXES = ("CHANNEL_LAYER_PREFIX", "PRESENCE_KEY_PREFIX", "CHAT_RATE_KEY_PREFIX", "LIVE_KEY_PREFIX")
 
 
 def new_shell(env_file: Path) -> dict[str, str]:
@@ -88,6 +89,12 @@ def get_token(port: int, username: str, password: str) -> str:
         return json.loads(response.read())["access"]
 
 
+async def moved(port: int) -> bool:
+    """Some demo price has been published again since seed_demo."""
+    status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/api/topics/stocks.v/", 2)
+    return status == 200 and (json.loads(body)["seq"] or 0) > 1
+
+
 async def end_group(process: asyncio.subprocess.Process) -> None:
     """SIGTERM to make and everything it started (runserver and its reloader), SIGKILL after 15 s."""
     if process.returncode is None:
@@ -128,6 +135,8 @@ async def test_the_readmes_notify_from_a_second_shell_reaches_a_page_served_by_m
         title, body = command[command.index("--title") + 1], command[command.index("--body") + 1]
         assert (frame["notification"]["title"], frame["notification"]["body"]) == (title, body)
         await socket.close()
+        # demo_ticker runs beside the server: the seeded prices move (seq past 1).
+        await poll(lambda: moved(port), seconds=60, what="a demo price moved")
     finally:
         await end_group(make_run)
     written = dotenv_values(env_file)
