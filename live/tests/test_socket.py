@@ -238,3 +238,28 @@ async def test_other_endpoints_still_close_anonymous_sockets(socket_for, setting
     settings.WS_AUTH_TIMEOUT_SECONDS = 0.2
     socket = await socket_for("/ws/notifications/")
     assert await closed_with(socket) == (4401, "not_authenticated")
+
+
+async def test_one_publish_is_one_channel_layer_message_whatever_the_subscribers(
+    socket_for, stocks, monkeypatch
+):
+    """Ten sockets on one topic: a publish sends one group message, and each socket gets its update."""
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    sent: list[str] = []
+    group_send = layer.group_send
+
+    async def counting(group, message):
+        sent.append(group)
+        await group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", counting)
+    sockets = [await socket_for("/ws/live/") for _ in range(10)]
+    for socket in sockets:
+        await subscribe(socket, "stocks.aapl")
+        await receive_type(socket, "subscribed")
+    await publish("stocks.aapl", 42)
+    for socket in sockets:
+        assert (await receive_type(socket, "update"))["data"] == 42
+    assert [group for group in sent if group.startswith("topic.")] == ["topic.stocks.aapl"]
