@@ -53,6 +53,10 @@
       socket.send({ type: "subscribe", topics: config.topics.slice(i, i + MAX_PER_FRAME) });
     }
   });
+  // Logged out in another tab (4401): the board is public, so start again as a visitor.
+  socket.addEventListener("closed", (e) => {
+    if (e.detail.code === 4401) location.reload();
+  });
   socket.addEventListener("subscribed", (e) => show(e.detail, true));
   socket.addEventListener("update", (e) => show(e.detail, false));
 })();
