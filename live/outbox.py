@@ -2,7 +2,8 @@
 
 A value is written straight to the connection (the worker's shared frame,
 `Value.update_frame`) while the connection holds less than
-`LIVE_BUFFER_BYTES` the client has not taken. Past that, the outbox keeps
+`LIVE_BUFFER_BYTES` the client has not taken (and the frame fits under the
+slow-client cut-off, `WS_MAX_BUFFER_BYTES`). Past that, the outbox keeps
 only the newest value of each topic, replacing an older pending one in its
 place, and writes them as the client catches up (looked at every
 `LIVE_FLUSH_POLL_MS` while anything is pending). So what the worker holds for
@@ -107,7 +108,7 @@ class Outbox:
         waiting = self.pending.get(topic)
         if not value.newer_than(waiting or self.last.get(topic)):
             return
-        if not self.pending and self._room():
+        if not self.pending and self._room(value):
             self._write(topic, value)
             return
         if waiting is not None:
@@ -146,8 +147,15 @@ class Outbox:
         return waiting + (self.writer.buffered() if self.writer is not None else 0)
 
     # --- writing ------------------------------------------------------------------------
-    def _room(self) -> bool:
-        return self.writer is not None and self.writer.buffered() < settings.LIVE_BUFFER_BYTES
+    def _room(self, value: Value) -> bool:
+        """Whether `value` may be written now: the client has read enough, and the frame will not
+        take the connection past the slow-client cut-off (unless nothing else is unread)."""
+        if self.writer is None:
+            return False
+        buffered = self.writer.buffered()
+        if buffered >= settings.LIVE_BUFFER_BYTES:
+            return False
+        return not buffered or buffered + value.size() <= settings.WS_MAX_BUFFER_BYTES
 
     def _frame_kind(self, topic: str, value: Value) -> ServerFrame:
         self.last[topic] = value
@@ -165,8 +173,10 @@ class Outbox:
         observe.frame_written_direct(self.consumer.endpoint, kind)  # metrics
 
     def _write_while_room(self) -> None:
-        while self.pending and self._room():
+        while self.pending:
             topic = next(iter(self.pending))
+            if not self._room(self.pending[topic]):
+                return
             self._write(topic, self.pending.pop(topic))
 
     async def _send_pending(self) -> None:

@@ -52,7 +52,7 @@ class Value:
     value is encoded once when published and framed once per worker.
     """
 
-    __slots__ = ("_frame", "_text", "data", "epoch", "seq", "topic")
+    __slots__ = ("_frame", "_size", "_text", "data", "epoch", "seq", "topic")
 
     def __init__(self, topic: str, epoch: int, seq: int | None, data: str) -> None:
         self.topic = topic
@@ -61,6 +61,7 @@ class Value:
         self.data = data
         self._text: str | None = None
         self._frame: bytes | None = None
+        self._size = 0
 
     @property
     def order(self) -> tuple[int, int]:
@@ -87,7 +88,10 @@ class Value:
         return self._frame
 
     def size(self) -> int:
-        return len(self.data) + len(self.topic) + 64
+        """Bytes of a frame carrying this value, at most (the frame's head and fields around the data)."""
+        if not self._size:
+            self._size = len(self.data.encode()) + len(self.topic) + 80
+        return self._size
 
 
 def never_published(topic: str) -> Value:

@@ -136,3 +136,20 @@ async def test_a_feed_offers_each_value_once_per_socket_and_drops_late_older_one
     assert all(socket.lost for socket in sockets)
     for outbox in outboxes:
         outbox.close()
+
+
+async def test_a_value_is_never_written_past_the_slow_client_cut_off(settings):
+    """With 3 KB unread and a 4 KB cut-off, a 2 KB value waits for the client to read; then it goes."""
+    settings.LIVE_BUFFER_BYTES = 64 * 1024
+    settings.WS_MAX_BUFFER_BYTES = 4096
+    socket = Socket()
+    outbox = Outbox(socket)
+    await subscribed(outbox, value("a", 1))
+    socket.writer.read_all()
+    outbox.offer(value("a", 2, "x" * 3000))
+    outbox.offer(value("a", 3, "y" * 2000))
+    assert [seq for _, _, seq, _ in socket.writer.read_all()] == [2]
+    assert list(outbox.pending) == ["a"]
+    await outbox.flush()
+    assert socket.writer.read_all() == [("update", "a", 3, "y" * 2000)]
+    outbox.close()
