@@ -324,7 +324,7 @@ TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
 # for handshakes, one for the frames of open sockets; each thread holds a connection.
 DB_SOCKET_THREADS = env_int("DB_SOCKET_THREADS", 2, minimum=1)
 
-# --- Presence (see chat/presence.py) ---------------------------------------------------
+# --- Presence (see chat/presence/) ----------------------------------------------------
 PRESENCE_BACKEND = env_str(
     "PRESENCE_BACKEND",
     "chat.presence.RedisPresence" if redis_client.configured(_here) else "chat.presence.MemoryPresence",
