@@ -79,10 +79,7 @@ class NotificationAdmin(admin.ModelAdmin):
                     users=data["users"],
                     groups=list(data["groups"]),
                     everyone=data["everyone"],
-                    title=data["title"],
-                    body=data["body"],
-                    level=data["level"],
-                    url=data["url"],
+                    **services.content_of(data),
                 )
             except ValidationError as exc:
                 for field, errors in exc.message_dict.items():
