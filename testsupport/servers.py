@@ -15,6 +15,7 @@ import os
 import re
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -83,6 +84,27 @@ def every_server(
     finally:
         for worker in started.values():
             worker.stop()
+
+
+async def next_frame(ws, match, wait: float = 10.0) -> dict:
+    """The next frame `match` accepts; others (presence, typing) are passed over."""
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), wait))
+        if match(frame):
+            return frame
+
+
+async def post_on_socket(ws, body: str) -> dict:
+    """Send a chat `message`; its answer: the stored message pushed back, or the error for it."""
+    client_id = str(uuid.uuid4())
+    await ws.send(json.dumps({"type": "message", "body": body, "client_id": client_id, "ref": body}))
+    return await next_frame(
+        ws,
+        lambda f: (
+            (f["type"] == "message" and f["message"]["client_id"] == client_id)
+            or (f["type"] == "error" and f.get("ref") == body)
+        ),
+    )
 
 
 def open_sockets(base: str) -> dict[str, float]:

@@ -28,9 +28,9 @@ from django.conf import settings
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from notifications.management.commands.seed_demo import DEMO_PASSWORD
 from realtime.launcher import Worker, http_get
 from testsupport.asgi import ORIGIN
+from testsupport.deployments import login
 from testsupport.faults import (
     Poster,
     PrivatePostgres,
@@ -38,47 +38,17 @@ from testsupport.faults import (
     fault_worker,
     follow,
     poll,
-    post_json,
     running,
     settle,
     stop_following,
     worker_env,
 )
 from testsupport.processes import run_manage
-from testsupport.servers import token_socket
+from testsupport.servers import next_frame, post_on_socket, token_socket
 
 pytestmark = [pytest.mark.faults, pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(120)]
 
 UNAVAILABLE = {"error": "unavailable", "detail": "service temporarily unavailable, retry"}
-
-
-async def login(base: str, username: str) -> str:
-    status, body = await asyncio.to_thread(
-        post_json, f"{base}/api/token/", {"username": username, "password": DEMO_PASSWORD}
-    )
-    assert status == 200, body
-    return body["access"]
-
-
-async def next_frame(ws, match, wait: float = 10.0) -> dict:
-    """The next frame `match` accepts; others (presence, typing) are passed over."""
-    while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), wait))
-        if match(frame):
-            return frame
-
-
-async def post_on_socket(ws, body: str) -> dict:
-    """Send a chat `message`; its answer: the stored message pushed back, or the error for it."""
-    client_id = str(uuid.uuid4())
-    await ws.send(json.dumps({"type": "message", "body": body, "client_id": client_id, "ref": body}))
-    return await next_frame(
-        ws,
-        lambda f: (
-            (f["type"] == "message" and f["message"]["client_id"] == client_id)
-            or (f["type"] == "error" and f.get("ref") == body)
-        ),
-    )
 
 
 async def close_of(open_socket) -> tuple[int, str]:

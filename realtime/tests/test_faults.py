@@ -30,7 +30,6 @@ from realtime.authentication import apikeys
 from realtime.fanout.layer import RelayPubSubChannelLayer
 from realtime.launcher import http_get
 from realtime.redis_client import layer_host
-from realtime.tests.test_fault_postgres import next_frame, post_on_socket
 from testsupport.faults import (
     Poster,
     PrivateRedis,
@@ -44,7 +43,7 @@ from testsupport.faults import (
     stop_following,
     worker_env,
 )
-from testsupport.servers import browser_socket
+from testsupport.servers import browser_socket, next_frame, post_on_socket
 
 pytestmark = [
     pytest.mark.faults,

@@ -21,7 +21,6 @@ from websockets.exceptions import ConnectionClosed
 from chat import services as chat_services
 from realtime.authentication import apikeys
 from realtime.launcher import Worker, http_get
-from realtime.tests.test_fault_postgres import next_frame, post_on_socket
 from testsupport.auth import DEMO_PASSWORD
 from testsupport.deployments import PrivateSentinel, get_json, serving
 from testsupport.faults import (
@@ -34,7 +33,7 @@ from testsupport.faults import (
     stop_following,
     worker_env,
 )
-from testsupport.servers import browser_socket
+from testsupport.servers import browser_socket, next_frame, post_on_socket
 
 pytestmark = [
     pytest.mark.faults,
