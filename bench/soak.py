@@ -149,13 +149,6 @@ def http_text(url: str, timeout: float = 3.0) -> str | None:
         return None
 
 
-def wait_ready(servers: list[Worker], limit: float = 60.0) -> None:
-    """Bounded wait for every worker's /readyz (database and channel layer answer)."""
-    deadline = time.monotonic() + limit
-    for server in servers:
-        server.wait_ready(max(0.0, deadline - time.monotonic()), path="/readyz")
-
-
 OPEN_RE = re.compile(r'^relay_websocket_open\{endpoint="(\w+)"\} ([0-9.e+]+)$', re.M)
 
 
@@ -708,7 +701,7 @@ def run(args: argparse.Namespace, tag: str) -> dict[str, Any]:
         cleanup.callback(drop_prefix, prefixes["layer"])  # last: after the workers stop
         stack = cleanup.enter_context(Stack())
         servers = [stack.serve(env=env), stack.serve(env=env)]
-        wait_ready(servers)
+        Worker.wait_all_ready(servers, 60, path="/readyz")  # database and channel layer answer
         figures["commands"] = [s.command() for s in servers]
         sampler = Sampler(servers, prefixes, env)
         sampler.take("idle", None)

@@ -181,13 +181,6 @@ def entries_of(state: dict) -> list[dict]:
     return [*state["workers"], *([state["proxy"]] if state.get("proxy") else [])]
 
 
-def wait_ready(started: list[Worker], timeout: float) -> None:
-    """Every process answers /readyz (the proxy's is a worker's), within `timeout` in all."""
-    deadline = time.monotonic() + timeout
-    for worker in started:
-        worker.wait_ready(max(0.0, deadline - time.monotonic()))
-
-
 def cmd_start(args: argparse.Namespace) -> int:
     directory = args.dir
     directory.mkdir(parents=True, exist_ok=True)
@@ -223,7 +216,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         print("stack: nginx is not installed; serving from the workers directly", file=sys.stderr)
     (directory / STATE).write_text(json.dumps(state, indent=2))
     try:
-        wait_ready(started, args.timeout)
+        Worker.wait_all_ready(started, args.timeout)  # /readyz; the proxy's is a worker's
     except RuntimeError as exc:
         print(f"stack: {exc}", file=sys.stderr)
         terminate(entries_of(state), timeout=10)

@@ -203,6 +203,13 @@ class Worker:
                 )
             time.sleep(0.1)  # polling a starting process, not synchronising
 
+    @staticmethod
+    def wait_all_ready(workers: list[Worker], seconds: float, *, path: str | None = None) -> None:
+        """Every one of `workers` ready (see `wait_ready`) within `seconds` in all."""
+        deadline = time.monotonic() + seconds
+        for worker in workers:
+            worker.wait_ready(max(0.0, deadline - time.monotonic()), path=path)
+
     def signal(self, sig: int) -> None:
         """Send `sig` to the process (to its group, with `own_session`)."""
         with contextlib.suppress(ProcessLookupError):
