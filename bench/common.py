@@ -10,14 +10,13 @@ import contextlib
 import json
 import os
 import resource
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from realtime.launcher import APP, Worker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -71,26 +70,6 @@ RECORDED_ENV = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    if port == 8000:  # never collide with someone's `make run`
-        return free_port()
-    return port
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f}s")
-
-
 def proc_rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -103,60 +82,16 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class Server:
-    """One server subprocess (daphne, uvicorn, or the websockets baseline)."""
-
-    def __init__(self, name: str, argv: list[str], port: int, env: dict[str, str], logdir: Path) -> None:
-        self.name = name
-        self.argv = argv
-        self.port = port
-        self.log_path = logdir / f"{name}-{port}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # our Ctrl-C is handled here, not in the child
-        )
-        try:
-            wait_port(port, self.proc)
-        except BaseException:
-            self.stop()
-            raise
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def command(self) -> str:
-        return " ".join(self.argv).replace(PY, "python")
-
-    def log_tail(self, lines: int = 30) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        self._log.close()
-
-
 class Stack:
-    """Owns every subprocess of one workload; `close()` stops them all."""
+    """Owns every server process of one workload (realtime.launcher's `Worker`); `close()` stops them all.
+
+    Each leads a process group of its own (our Ctrl-C is handled here, not in
+    the child), is ready once its port accepts a connection, and gets 10 s to
+    exit on SIGTERM before SIGKILL.
+    """
 
     def __init__(self) -> None:
-        self.servers: list[Server] = []
+        self.servers: list[Worker] = []
         self.logdir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
 
     def __enter__(self) -> Stack:
@@ -170,31 +105,36 @@ class Stack:
             server.stop()
         self.servers.clear()
 
-    def daphne(self, app: str = "config.asgi:application", env: dict[str, str] | None = None) -> Server:
-        port = free_port()
-        argv = [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
-        return self._add(Server("daphne", argv, port, env or bench_env(), self.logdir))
+    def daphne(self, app: str = APP, env: dict[str, str] | None = None) -> Worker:
+        return self._start("daphne", env or bench_env(), server="daphne", app=app)
 
-    def uvicorn(self, app: str = "config.asgi:application", env: dict[str, str] | None = None) -> Server:
-        port = free_port()
+    def uvicorn(self, app: str = APP, env: dict[str, str] | None = None) -> Worker:
         loop = os.environ.get("BENCH_UVICORN_LOOP", "asyncio")
-        argv = [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+        argv = [PY, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", "{port}"]
         argv += ["--loop", loop, "--no-access-log", "--log-level", "warning"]
-        return self._add(Server("uvicorn", argv, port, env or bench_env(), self.logdir))
+        return self._start("uvicorn", env or bench_env(), argv=argv)
 
-    def serve(self, app: str = "config.asgi:application", env: dict[str, str] | None = None) -> Server:
+    def serve(self, app: str = APP, env: dict[str, str] | None = None) -> Worker:
         """The production launcher (daphne with the drain and the slow-client bound), as compose runs it."""
-        port = free_port()
-        argv = [PY, "-m", "realtime.serve", "--bind", "127.0.0.1", "--port", str(port), app]
-        return self._add(Server("serve", argv, port, env or bench_env(), self.logdir))
+        return self._start("serve", env or bench_env(), server="realtime.serve", app=app)
 
-    def websockets_baseline(self) -> Server:
-        port = free_port()
-        argv = [PY, "-m", "bench.baseline_websockets", "--port", str(port)]
-        return self._add(Server("websockets", argv, port, bench_env(), self.logdir))
+    def websockets_baseline(self) -> Worker:
+        argv = [PY, "-m", "bench.baseline_websockets", "--port", "{port}"]
+        return self._start("websockets", bench_env(), argv=argv)
 
-    def _add(self, server: Server) -> Server:
-        self.servers.append(server)
+    def _start(self, name: str, env: dict[str, str], **launch) -> Worker:
+        port = free_port()
+        server = Worker(
+            **launch,
+            name=name,
+            port=port,
+            env=env,
+            log_path=self.logdir / f"{name}-{port}.log",
+            ready=None,  # listening is enough: a /readyz probe would warm the worker before it is measured
+            stop_grace=10,
+            own_session=True,
+        )
+        self.servers.append(server.start(30))
         return server
 
 

@@ -35,7 +35,8 @@ from typing import Any
 
 from bench import workloads as w
 from bench.client import Clients, now_ns, percentile
-from bench.common import Server, Stack, bench_env, finish_django, proc_cpu_seconds, start_django
+from bench.common import Stack, bench_env, finish_django, proc_cpu_seconds, start_django
+from realtime.launcher import Worker
 
 FACTORY = "bench.joins_client:JoinsClient"
 JOINS_TARGETS = {
@@ -82,11 +83,11 @@ def key_env(prefix: str) -> dict[str, str]:
     )
 
 
-def worker_cpu(servers: list[Server]) -> float:
+def worker_cpu(servers: list[Worker]) -> float:
     return sum(proc_cpu_seconds(s.pid) for s in servers)
 
 
-def calm(servers: list[Server], limit: float = 120.0) -> float:
+def calm(servers: list[Worker], limit: float = 120.0) -> float:
     """Wait (bounded) until the workers are nearly idle: the last storm's work is done.
 
     Returns the seconds waited. A worker that is still taking the posts of a closed
@@ -239,7 +240,7 @@ LOG_EVENTS = {
 class LogWatch:
     """Counts LOG_EVENTS in the workers' logs since the last call."""
 
-    def __init__(self, servers: list[Server]) -> None:
+    def __init__(self, servers: list[Worker]) -> None:
         self.servers = servers
         self.offsets = [0] * len(servers)
 
@@ -567,7 +568,7 @@ OVERLAP_TARGETS = {
 
 
 def _overlap_check(
-    mode: str, prep: dict, server: Server, poster: dict[str, Any], posted: dict[str, Any]
+    mode: str, prep: dict, server: Worker, poster: dict[str, Any], posted: dict[str, Any]
 ) -> dict[str, Any]:
     """What the members' deliveries are checked against: the room's stored ids (chat), else the sends."""
     if mode == "chat":

@@ -61,7 +61,6 @@ from bench.common import (
     RECORDED_ENV,
     RESULTS,
     ROOT,
-    Server,
     Stack,
     bench_env,
     finish_django,
@@ -74,6 +73,7 @@ from bench.common import (
     versions,
 )
 from bench.workloads import chunks, drop_prefix, headers_for, lat_stats
+from realtime.launcher import Worker
 
 RESULT = RESULTS / "soak.json"
 DOC = ROOT / "docs" / "reliability.md"
@@ -109,7 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # --- the plan --------------------------------------------------------------------------------
-def plan(prep: dict, rooms: list[str], servers: list[Server], users: int) -> list[dict[str, Any]]:
+def plan(prep: dict, rooms: list[str], servers: list[Worker], users: int) -> list[dict[str, Any]]:
     """Two agents per user: a chat socket in its room and an inbox socket (see the module doc)."""
     agents = []
     for i in range(users):
@@ -147,16 +147,6 @@ def http_text(url: str, timeout: float = 3.0) -> str | None:
             return response.read().decode()
     except OSError:
         return None
-
-
-def wait_ready(servers: list[Server], limit: float = 60.0) -> None:
-    """Bounded wait for every worker's /readyz (database and channel layer answer)."""
-    deadline = time.monotonic() + limit
-    for server in servers:
-        while http_text(f"http://127.0.0.1:{server.port}/readyz") is None:
-            if server.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker on {server.port} not ready:\n{server.log_tail()}")
-            time.sleep(0.2)
 
 
 OPEN_RE = re.compile(r'^relay_websocket_open\{endpoint="(\w+)"\} ([0-9.e+]+)$', re.M)
@@ -214,7 +204,7 @@ def proc_status(pid: int, field: str) -> int:
 
 
 class Sampler:
-    def __init__(self, servers: list[Server], prefixes: dict[str, str], env: dict[str, str]) -> None:
+    def __init__(self, servers: list[Worker], prefixes: dict[str, str], env: dict[str, str]) -> None:
         self.servers = servers
         self.redis_port = urllib.parse.urlsplit(env["REDIS_URL"]).port or 6379
         self.pg_port = urllib.parse.urlsplit(env["DATABASE_URL"]).port or 5432
@@ -265,7 +255,7 @@ class Sampler:
         except psycopg.Error:
             return None
 
-    def worker(self, server: Server) -> dict[str, Any]:
+    def worker(self, server: Worker) -> dict[str, Any]:
         pid = server.pid
         wall, cpu = time.monotonic(), proc_cpu_seconds(pid)
         before = self.last.get(pid)
@@ -330,7 +320,7 @@ class Sampler:
         return sample
 
 
-def settle_after_close(servers: list[Server], sampler: Sampler, limit: float = 60.0) -> float:
+def settle_after_close(servers: list[Worker], sampler: Sampler, limit: float = 60.0) -> float:
     """Bounded wait after the clients closed: until the workers count no open socket, then
     until the run's pub/sub channel count has not changed for 3 s (channels_redis
     unsubscribes one channel at a time per shard, so after a mass close the count
@@ -418,7 +408,7 @@ def markdown_table(samples: list[dict[str, Any]], rows: int = 12) -> str:
 
 
 # --- the run ---------------------------------------------------------------------------------
-def worker_log_summary(server: Server) -> dict[str, Any]:
+def worker_log_summary(server: Worker) -> dict[str, Any]:
     text = server.log_path.read_text(errors="replace") if server.log_path.exists() else ""
     kinds: dict[str, int] = {}
     for line in text.splitlines():
@@ -627,7 +617,7 @@ def _load(soak: _Run, cleanup: contextlib.ExitStack, stack: Stack, sampler: Samp
     while next_sample < end:
         time.sleep(max(0.0, next_sample - time.monotonic()))
         for server in soak.servers:
-            if server.proc.poll() is not None:
+            if not server.running:
                 raise RuntimeError(f"worker {server.port} exited:\n{server.log_tail()}")
         sampler.take("load", soak.clients)
         next_sample += args.sample_every
@@ -711,7 +701,7 @@ def run(args: argparse.Namespace, tag: str) -> dict[str, Any]:
         cleanup.callback(drop_prefix, prefixes["layer"])  # last: after the workers stop
         stack = cleanup.enter_context(Stack())
         servers = [stack.serve(env=env), stack.serve(env=env)]
-        wait_ready(servers)
+        Worker.wait_all_ready(servers, 60, path="/readyz")  # database and channel layer answer
         figures["commands"] = [s.command() for s in servers]
         sampler = Sampler(servers, prefixes, env)
         sampler.take("idle", None)

@@ -17,7 +17,6 @@ from typing import Any
 
 from bench.client import Clients, percentile
 from bench.common import (
-    Server,
     Stack,
     bench_env,
     proc_cpu_seconds,
@@ -26,6 +25,7 @@ from bench.common import (
     redis_client,
     run_django,
 )
+from realtime.launcher import Worker
 
 SERVICE_APP = "config.asgi:application"
 CHANNELS_APP = "bench.baseline_channels:application"
@@ -168,7 +168,7 @@ def _heal(clients: Clients, quiet: float) -> int:
     return healed
 
 
-def _start(stack: Stack, server: str, app: str, env: dict[str, str]) -> Server:
+def _start(stack: Stack, server: str, app: str, env: dict[str, str]) -> Worker:
     if server == "daphne":
         return stack.daphne(app, env)
     if server == "uvicorn":
@@ -184,7 +184,7 @@ def _start(stack: Stack, server: str, app: str, env: dict[str, str]) -> Server:
 class OneService:
     """One service (or baseline) worker and its load generators, for one target."""
 
-    server: Server
+    server: Worker
     clients: Clients
     env: dict[str, str]
     tag: str  # the run's users and frames carry it
@@ -236,7 +236,7 @@ FANOUT_CONNECT_CONCURRENCY = 25
 
 
 @contextlib.contextmanager
-def profiled(server: Server, name: str):
+def profiled(server: Worker, name: str):
     """With BENCH_PYSPY=DIR, a py-spy profile of the server over the measured window only.
 
     Written as DIR/<target>.raw (collapsed stacks); a development aid, never on by default.
@@ -363,7 +363,7 @@ def _notifications_pass(
     workload: str,
     settle: tuple[float, float],
     drive: Callable[[str, dict[str, str]], tuple[dict[str, Any], dict[str, Any]]],
-) -> tuple[Server, dict[str, Any], dict[str, Any], dict[str, Any]]:
+) -> tuple[Worker, dict[str, Any], dict[str, Any], dict[str, Any]]:
     """What push and broadcast share: one server on its own layer prefix, n notification sockets open,
     settled and healed, then `drive(tag, env)` (the Django driver; it returns its figures and the
     clients' collect arguments) and the deliveries collected.
@@ -508,7 +508,7 @@ def _calls_total(before: dict[str, int], after: dict[str, int]) -> tuple[int, di
 
 
 def _connect_halves(
-    clients: Clients, servers: tuple[Server, Server], path: str, mode: str, tag: str, prep: dict, n: int
+    clients: Clients, servers: tuple[Worker, Worker], path: str, mode: str, tag: str, prep: dict, n: int
 ) -> list[list[int]]:
     """Open n sockets, alternating between the two workers; all of them must connect.
 

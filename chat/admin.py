@@ -12,6 +12,7 @@ from django.http import HttpRequest
 
 from chat import services
 from chat.models import Message, Room
+from realtime.admin_filters import TimestampSetFilter
 
 
 class MemberInline(admin.TabularInline):
@@ -50,19 +51,11 @@ class RoomAdmin(admin.ModelAdmin):
         services.revoke_access(room_id=form.instance.pk, user_ids=lost)
 
 
-class DeletedFilter(admin.SimpleListFilter):
+class DeletedFilter(TimestampSetFilter):
     title = "deleted"
     parameter_name = "deleted"
-
-    def lookups(self, request, model_admin):
-        return (("no", "Visible"), ("yes", "Deleted"))
-
-    def queryset(self, request, queryset):
-        if self.value() == "yes":
-            return queryset.filter(deleted_at__isnull=False)
-        if self.value() == "no":
-            return queryset.filter(deleted_at__isnull=True)
-        return queryset
+    field = "deleted_at"
+    options = (("no", "Visible"), ("yes", "Deleted"))
 
 
 @admin.action(description="Delete selected messages (removed live from every open room)")

@@ -6,6 +6,13 @@ from django.db.models import Q
 from django.utils import timezone
 
 
+def _optional_user(*, related_name: str) -> models.ForeignKey:
+    # Users come and go; what they made or did stays, with nobody named.
+    return models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name=related_name
+    )
+
+
 class Room(models.Model):
     """A chat room. Public rooms admit every user; private ones only `members`."""
 
@@ -13,13 +20,7 @@ class Room(models.Model):
     title = models.CharField(max_length=200)
     private = models.BooleanField(default=False)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="chat_rooms", blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="created_chat_rooms",
-    )
+    created_by = _optional_user(related_name="created_chat_rooms")
     created_at = models.DateTimeField(default=timezone.now)
     # Rises by one each time someone loses access to this private room (a member
     # removed, the room made private), in the transaction that takes it away.
@@ -54,25 +55,13 @@ class Message(models.Model):
     id = models.BigAutoField(primary_key=True)
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
     # Null: a system message (publish API, management code).
-    author = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="chat_messages",
-    )
+    author = _optional_user(related_name="chat_messages")
     body = models.TextField()
     created_at = models.DateTimeField(default=timezone.now)
     # Null, not "": the wire says null, and the unique constraint skips NULLs.
     client_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     deleted_at = models.DateTimeField(null=True, blank=True)
-    deleted_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="+",
-    )
+    deleted_by = _optional_user(related_name="+")
 
     class Meta:
         ordering = ["-id"]

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import Any, Unpack
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
@@ -17,6 +17,7 @@ from django.utils.dateparse import parse_datetime
 
 from chat.models import Message, Room
 from realtime.protocol import iso
+from realtime.replay import Window, rows_after
 
 # What a slug may look like; anything else cannot name a room, so it is
 # answered "no such room" without a query (and never reaches the database).
@@ -163,40 +164,18 @@ def history(*, room: Room, limit: int) -> list[Message]:
     return rows
 
 
-def messages_after(
-    *,
-    room: Room,
-    after: int,
-    limit: int,
-    skip: tuple[int, int] | None = None,
-    up_to: int | None = None,
-) -> list[Message]:
-    """Messages with id > `after`, ascending, at most `limit`.
-
-    `skip=(low, high)` leaves out ids in (low, high]: those a socket already
-    delivered live. `up_to` stops at that id.
-    """
-    query = _live(room).filter(id__gt=after)
-    if skip is not None and skip[1] > skip[0]:
-        query = query.exclude(Q(id__gt=skip[0]) & Q(id__lte=skip[1]))
-    if up_to is not None:
-        query = query.filter(id__lte=up_to)
-    return list(query.order_by("id")[:limit])
+def messages_after(*, room: Room, **window: Unpack[Window]) -> list[Message]:
+    """The room's messages after a socket's cursor (`realtime.replay.rows_after`)."""
+    return rows_after(_live(room), **window)
 
 
 def readable_messages_after(
-    *,
-    room: Room,
-    user: AbstractBaseUser,
-    after: int,
-    limit: int,
-    skip: tuple[int, int] | None = None,
-    up_to: int | None = None,
+    *, room: Room, user: AbstractBaseUser, **window: Unpack[Window]
 ) -> list[Message] | None:
     """`messages_after`, or None when `user` may no longer read the room (checked on every read)."""
     if not room_access(room_id=room.pk, user=user).allowed:
         return None
-    return messages_after(room=room, after=after, limit=limit, skip=skip, up_to=up_to)
+    return messages_after(room=room, **window)
 
 
 def history_page(*, room: Room, limit: int, before: int | None = None) -> tuple[list[Message], int | None]:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
@@ -60,26 +62,26 @@ def env_bool(name: str, default: bool) -> bool:
 
 
 def env_int(name: str, default: int, *, minimum: int = 0) -> int:
-    value = env_str(name)
-    if not value:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be an integer") from None
-    if number < minimum:
-        raise ImproperlyConfigured(f"{name} must be at least {minimum}")
-    return number
+    return _env_number(name, default, minimum, int, "an integer")
 
 
 def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    return _env_number(name, default, minimum, float, "a number")
+
+
+_Number = TypeVar("_Number", int, float)
+
+
+def _env_number(
+    name: str, default: _Number, minimum: _Number, parse: Callable[[str], _Number], kind: str
+) -> _Number:
     value = env_str(name)
     if not value:
         return default
     try:
-        number = float(value)
+        number = parse(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number") from None
+        raise ImproperlyConfigured(f"{name} must be {kind}") from None
     if number < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}")
     return number

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from config.env import (
     is_placeholder_secret,
     load_env_file,
 )
+from config.logging_config import logging_config
 from realtime import redis_client
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -101,6 +101,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "notifications.context_processors.unread_count",
             ],
+            # Every page names its stylesheet and scripts with {% static %}.
+            "builtins": ["django.templatetags.static"],
         },
     },
 ]
@@ -324,7 +326,7 @@ TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
 # for handshakes, one for the frames of open sockets; each thread holds a connection.
 DB_SOCKET_THREADS = env_int("DB_SOCKET_THREADS", 2, minimum=1)
 
-# --- Presence (see chat/presence.py) ---------------------------------------------------
+# --- Presence (see chat/presence/) ----------------------------------------------------
 PRESENCE_BACKEND = env_str(
     "PRESENCE_BACKEND",
     "chat.presence.RedisPresence" if redis_client.configured(_here) else "chat.presence.MemoryPresence",
@@ -379,38 +381,7 @@ LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOG_FORMAT = env_str("LOG_FORMAT", "plain").lower()
 if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured("LOG_FORMAT must be plain or json")
-# uvicorn configures its logging before it imports the application (and these
-# settings): `--no-access-log` has left its access logger without a handler.
-_uvicorn_access_log_off = "uvicorn.access" in logging.root.manager.loggerDict and not (
-    logging.getLogger("uvicorn.access").handlers
-)
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "realtime.operations.logs.JsonFormatter"},
-    },
-    # Defence in depth: our code never logs a credential, and this filter
-    # masks any that a library might (an Authorization header, a JWT, an API key).
-    "filters": {"redact": {"()": "realtime.operations.redaction.RedactSecrets"}},
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["redact"]}
-    },
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        # Django's defaults give these unfiltered handlers of their own; drop
-        # them, so their records reach the root's redacting handler instead.
-        "django": {"handlers": [], "level": "INFO", "propagate": True},
-        "django.server": {"handlers": [], "level": "INFO", "propagate": True},
-        "django.db.backends": {"level": "INFO"},
-        # uvicorn gives its loggers handlers of its own, which print request lines
-        # (query strings included) unfiltered: route them through the redacting one.
-        # Their levels stay uvicorn's (--log-level).
-        "uvicorn": {"handlers": ["console"], "propagate": False},
-        "uvicorn.access": {"handlers": [] if _uvicorn_access_log_off else ["console"], "propagate": False},
-    },
-}
+LOGGING = logging_config(level=LOG_LEVEL, formatter=LOG_FORMAT)
 
 # --- Metrics (realtime/operations/metrics.py) ----------------------------------------------------
 # Set: GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>` (what Prometheus

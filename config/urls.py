@@ -3,10 +3,9 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
-from chat import api as chat_api
-from live import api as live_api
-from live import views as live_views
-from notifications import api as notifications_api
+from chat import urls as chat_urls
+from live import urls as live_urls
+from notifications import urls as notifications_urls
 from realtime import http as realtime_http
 from realtime.authentication import api as auth_api
 from realtime.authentication import views as auth_pages
@@ -28,18 +27,11 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("notifications/", include("notifications.urls")),
     path("chat/", include("chat.urls")),
-    path("live/", live_views.board, name="live"),
-    path("api/notifications/", notifications_api.inbox),
-    path("api/notifications/unread-count/", notifications_api.unread_count),
-    path("api/notifications/read/", notifications_api.mark_read),
+    path("live/", include(live_urls.urlpatterns)),
     path("api/token/", auth_api.token),
-    path("api/publish/notifications/", notifications_api.publish_notification),
-    path("api/publish/chat/<str:slug>/", chat_api.publish_message),
-    path("api/chat/rooms/", chat_api.rooms),
-    path("api/chat/rooms/<str:slug>/messages/", chat_api.messages),
-    path("api/chat/rooms/<str:slug>/online/", chat_api.online),
-    path("api/publish/topics/<str:name>/", live_api.publish),
-    path("api/topics/<str:name>/", live_api.topic),
+    path("api/", include(notifications_urls.api_urlpatterns)),
+    path("api/", include(chat_urls.api_urlpatterns)),
+    path("api/", include(live_urls.api_urlpatterns)),
     path("healthz", health.healthz),
     path("readyz", health.readyz),
     path("metrics", metrics.metrics_view),

@@ -28,11 +28,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Run as a script (`python deploy/stack.py`): the project's root is not on the path by itself.
+sys.path.insert(0, str(ROOT))
+from realtime.launcher import Worker, http_get  # noqa: E402 - needs the root on the path first
+
 NGINX_TEMPLATE = ROOT / "deploy" / "nginx.conf"
 STATE = "stack.json"
 
@@ -54,23 +56,19 @@ def alive(entry: dict) -> bool:
     return start_time(entry["pid"]) == entry["started"]
 
 
-def spawn(name: str, argv: list[str], env: dict[str, str], directory: Path) -> dict:
-    log = directory / f"{name}.log"
-    with log.open("ab") as out:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and nginx, fixed arguments
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so stop can end it and its children
-        )
+def spawn(name: str, argv: list[str], port: int, env: dict[str, str], directory: Path) -> tuple[Worker, dict]:
+    """Start one process (realtime.launcher) and its entry in the state file; it outlives this command."""
+    # Its own process group, so `stop` (a later command, by pid) can end it and its children.
+    worker = Worker(
+        argv=argv, name=name, port=port, env=env, log_path=directory / f"{name}.log", own_session=True
+    )
+    worker.spawn()
     for _ in range(100):  # /proc is written by the time Popen returns; bounded anyway
-        started = start_time(process.pid)
+        started = start_time(worker.pid)
         if started:
             break
-    return {"name": name, "pid": process.pid, "started": started, "log": str(log)}
+    entry = {"name": name, "pid": worker.pid, "started": started, "log": str(worker.log_path)}
+    return worker, entry | {"port": port, "url": worker.url}
 
 
 def terminate(entries: list[dict], timeout: float) -> list[str]:
@@ -91,10 +89,7 @@ def terminate(entries: list[dict], timeout: float) -> list[str]:
 
 def http_status(url: str, timeout: float = 2.0) -> int | None:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback URL
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+        return http_get(url, timeout)[0]
     except OSError:
         return None
 
@@ -186,22 +181,6 @@ def entries_of(state: dict) -> list[dict]:
     return [*state["workers"], *([state["proxy"]] if state.get("proxy") else [])]
 
 
-def wait_ready(state: dict, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    pending = {e["url"] + "/readyz": e for e in entries_of(state)}
-    while pending:
-        for url, entry in list(pending.items()):
-            if not alive(entry):
-                raise RuntimeError(f"{entry['name']} exited during start-up; see {entry['log']}")
-            if http_status(url, timeout=1.0) == 200:
-                del pending[url]
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not ready after {timeout:.0f}s: {', '.join(sorted(pending))}")
-        time.sleep(0.1)
-
-
 def cmd_start(args: argparse.Namespace) -> int:
     directory = args.dir
     directory.mkdir(parents=True, exist_ok=True)
@@ -216,10 +195,13 @@ def cmd_start(args: argparse.Namespace) -> int:
             [sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, timeout=300
         )
     state: dict = {"dir": str(directory), "workers": [], "proxy": None}
+    started: list[Worker] = []
     for port in args.ports:
         argv = [sys.executable, "-m", "realtime.serve", "--bind", "127.0.0.1", "--port", str(port)]
-        entry = spawn(f"worker-{port}", [*argv, "--proxy-headers", "config.asgi:application"], env, directory)
-        state["workers"].append(entry | {"port": port, "url": f"http://127.0.0.1:{port}"})
+        argv += ["--proxy-headers", "config.asgi:application"]
+        worker, entry = spawn(f"worker-{port}", argv, port, env, directory)
+        started.append(worker)
+        state["workers"].append(entry)
     nginx = None if args.no_proxy else find_nginx()
     if nginx:
         (directory / "nginx-temp").mkdir(exist_ok=True)
@@ -227,13 +209,14 @@ def cmd_start(args: argparse.Namespace) -> int:
         (directory / "relay-nginx.conf").write_text(conf)
         (directory / "nginx.conf").write_text(nginx_main_conf(directory))
         argv = [nginx, "-p", str(directory), "-e", str(directory / "nginx-error.log")]
-        entry = spawn("nginx", [*argv, "-c", str(directory / "nginx.conf")], env, directory)
-        state["proxy"] = entry | {"port": args.proxy_port, "url": f"http://127.0.0.1:{args.proxy_port}"}
+        argv += ["-c", str(directory / "nginx.conf")]
+        proxy, state["proxy"] = spawn("nginx", argv, args.proxy_port, env, directory)
+        started.append(proxy)
     elif not args.no_proxy:
         print("stack: nginx is not installed; serving from the workers directly", file=sys.stderr)
     (directory / STATE).write_text(json.dumps(state, indent=2))
     try:
-        wait_ready(state, args.timeout)
+        Worker.wait_all_ready(started, args.timeout)  # /readyz; the proxy's is a worker's
     except RuntimeError as exc:
         print(f"stack: {exc}", file=sys.stderr)
         terminate(entries_of(state), timeout=10)

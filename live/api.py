@@ -5,19 +5,10 @@ from __future__ import annotations
 import orjson
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
 
 from live import selectors, services
 from live.services import TopicError
-from realtime.http import (
-    ApiError,
-    api_key_api,
-    authenticate_bearer,
-    authorization,
-    error_response,
-    guarded,
-    json_body,
-)
+from realtime.http import ApiError, api_key_api, json_body, public_api
 from realtime.protocol import ErrorCode
 
 _STATUS = {ErrorCode.UNKNOWN_TOPIC: 404, ErrorCode.TOO_LARGE: 413, ErrorCode.INVALID_MESSAGE: 400}
@@ -43,18 +34,9 @@ def publish(request: HttpRequest, name: str) -> JsonResponse:
     return JsonResponse({"seq": seq}, status=202)
 
 
-def _caller(request: HttpRequest) -> HttpResponse | None:
-    """A bearer token when one is sent; else the session, or nobody (public topics need no login).
-
-    A GET changes nothing, so a session needs no CSRF token here.
-    """
-    auth = authorization(request)
-    if auth is not None and auth[0] == "bearer":
-        return authenticate_bearer(request)
-    return None
-
-
-def _read(request: HttpRequest, name: str) -> HttpResponse:
+@public_api("GET")
+def topic(request: HttpRequest, name: str) -> HttpResponse:
+    """`{"topic", "seq", "data"}`: the latest value, to whoever the topic's read rule admits."""
     rule = selectors.topic_rule(name)
     if rule is None:
         raise ApiError(404, "unknown_topic", "no such topic")
@@ -76,11 +58,3 @@ def _read(request: HttpRequest, name: str) -> HttpResponse:
         value.data.encode(),
     )
     return HttpResponse(body, content_type="application/json")
-
-
-@csrf_exempt  # checked by the session path where it matters; a GET writes nothing
-def topic(request: HttpRequest, name: str) -> HttpResponse:
-    """`{"topic", "seq", "data"}`: the latest value, to whoever the topic's read rule admits."""
-    if request.method != "GET":
-        return error_response(405, "method_not_allowed", "use GET")
-    return guarded(_caller, _read, request, name)

@@ -13,25 +13,18 @@ from django.urls import path, reverse
 from notifications import services
 from notifications.forms import SendNotificationForm
 from notifications.models import Notification
+from realtime.admin_filters import TimestampSetFilter
 from realtime.authentication import services as realtime_services
 from realtime.protocol import CloseReason
 
 User = get_user_model()
 
 
-class ReadFilter(admin.SimpleListFilter):
+class ReadFilter(TimestampSetFilter):
     title = "read"
     parameter_name = "read"
-
-    def lookups(self, request, model_admin):
-        return (("yes", "Read"), ("no", "Unread"))
-
-    def queryset(self, request, queryset):
-        if self.value() == "yes":
-            return queryset.filter(read_at__isnull=False)
-        if self.value() == "no":
-            return queryset.filter(read_at__isnull=True)
-        return queryset
+    field = "read_at"
+    options = (("yes", "Read"), ("no", "Unread"))
 
 
 @admin.register(Notification)
@@ -79,10 +72,7 @@ class NotificationAdmin(admin.ModelAdmin):
                     users=data["users"],
                     groups=list(data["groups"]),
                     everyone=data["everyone"],
-                    title=data["title"],
-                    body=data["body"],
-                    level=data["level"],
-                    url=data["url"],
+                    **services.content_of(data),
                 )
             except ValidationError as exc:
                 for field, errors in exc.message_dict.items():

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Unpack
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Q
 
 from notifications.models import Notification
+from realtime.replay import Window, rows_after
 
 
 @dataclass(frozen=True)
@@ -26,25 +27,9 @@ def inbox_state(*, user: AbstractBaseUser) -> InboxState:
     return InboxState(unread=unread_count(user=user), last_id=last)
 
 
-def notifications_after(
-    *,
-    user: AbstractBaseUser,
-    after: int,
-    limit: int,
-    skip: tuple[int, int] | None = None,
-    up_to: int | None = None,
-) -> list[Notification]:
-    """Notifications with id > `after`, ascending, at most `limit`.
-
-    `skip=(low, high)` leaves out ids in (low, high]: those a socket already
-    delivered live. `up_to` stops at that id.
-    """
-    query = Notification.objects.filter(recipient=user, id__gt=after)
-    if skip is not None and skip[1] > skip[0]:
-        query = query.exclude(Q(id__gt=skip[0]) & Q(id__lte=skip[1]))
-    if up_to is not None:
-        query = query.filter(id__lte=up_to)
-    return list(query.order_by("id")[:limit])
+def notifications_after(*, user: AbstractBaseUser, **window: Unpack[Window]) -> list[Notification]:
+    """The user's notifications after a socket's cursor (`realtime.replay.rows_after`)."""
+    return rows_after(Notification.objects.filter(recipient=user), **window)
 
 
 def inbox_page(

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Required, TypedDict, Unpack
 
 import orjson
 from django.conf import settings
@@ -57,6 +57,21 @@ def is_safe_link(url: str) -> bool:
 
 
 Users = AbstractBaseUser | Iterable[AbstractBaseUser] | QuerySet | None
+
+
+class Content(TypedDict, total=False):
+    """What a notification says, however it is addressed; `_validate` holds the rules."""
+
+    title: Required[str]
+    body: str
+    level: str
+    url: str
+    data: dict[str, Any] | None
+
+
+def content_of(values: Mapping[str, Any]) -> Content:
+    """The content fields among these values (a form's cleaned data, a command's options)."""
+    return Content(**{name: values[name] for name in Content.__annotations__ if name in values})
 
 
 class UnknownRecipients(ValidationError):
@@ -107,7 +122,9 @@ def users_named(names: Iterable[str]) -> QuerySet:
     return users
 
 
-def _validate(*, title: str, body: str, level: str, url: str, data: Any) -> dict[str, Any]:
+def _validate(
+    *, title: str, body: str = "", level: str = Level.INFO, url: str = "", data: Any = None
+) -> dict[str, Any]:
     errors: dict[str, str] = {}
     title = (title or "").strip()
     if not title:
@@ -171,19 +188,16 @@ def notify(
     users: Users = None,
     groups: Iterable[Group | str] | None = None,
     everyone: bool = False,
-    title: str,
-    body: str = "",
-    level: str = Level.INFO,
-    url: str = "",
-    data: dict[str, Any] | None = None,
+    **content: Unpack[Content],
 ) -> list[Notification]:
     """Store one notification per active recipient and push each after commit.
 
     Recipients are the union of `users` (a user, users or a queryset),
     members of `groups` (Group objects or names) and, with `everyone`, every
-    active user. Returns the stored notifications.
+    active user. `content` is the title (required), body, level, url and data.
+    Returns the stored notifications.
     """
-    fields = _validate(title=title, body=body, level=level, url=url, data=data)
+    fields = _validate(**content)
     user_ids = _recipient_ids(users=users, groups=groups, everyone=everyone)
     if not user_ids:
         return []
@@ -217,11 +231,7 @@ def notify_named(
     usernames: Iterable[str] = (),
     group_names: Iterable[str] = (),
     everyone: bool = False,
-    title: str,
-    body: str = "",
-    level: str = Level.INFO,
-    url: str = "",
-    data: dict[str, Any] | None = None,
+    **content: Unpack[Content],
 ) -> list[Notification]:
     """`notify` for recipients given by name, as the publish API gets them.
 
@@ -231,7 +241,7 @@ def notify_named(
     """
     errors: dict[str, list[str]] = {}
     try:
-        _validate(title=title, body=body, level=level, url=url, data=data)
+        _validate(**content)
     except ValidationError as exc:
         errors.update(exc.message_dict)
     wanted_users, wanted_groups = sorted(set(usernames)), sorted(set(group_names))
@@ -250,11 +260,7 @@ def notify_named(
         users=users if wanted_users else None,
         groups=wanted_groups,
         everyone=everyone,
-        title=title,
-        body=body,
-        level=level,
-        url=url,
-        data=data,
+        **content,
     )
 
 

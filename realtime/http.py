@@ -164,20 +164,46 @@ def authenticate_bearer(request: HttpRequest) -> HttpResponse | None:
     return csrf_problem(request)
 
 
-def api(*methods: str) -> Callable:
-    """Decorate a JSON view: allowed methods, a logged-in user, uniform errors."""
+def _json_view(
+    methods: tuple[str, ...], authenticate: Callable[[HttpRequest], HttpResponse | None]
+) -> Callable:
+    """Decorate a JSON view: these methods only, then `authenticate`, then the view, under `guarded`."""
 
     def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method not in methods:
                 return error_response(405, "method_not_allowed", f"use {', '.join(methods)}")
-            return guarded(authenticate_bearer, view, request, *args, **kwargs)
+            return guarded(authenticate, view, request, *args, **kwargs)
 
-        # CSRF is enforced above for session requests only.
+        # Django's CSRF check is off: `authenticate` decides whether it applies.
         return csrf_exempt(wrapper)
 
     return decorate
+
+
+def api(*methods: str) -> Callable:
+    """Decorate a JSON view: allowed methods, a logged-in user, uniform errors."""
+    # CSRF is enforced by authenticate_bearer, for session requests only.
+    return _json_view(methods, authenticate_bearer)
+
+
+def _authenticate_if_sent(request: HttpRequest) -> HttpResponse | None:
+    """A bearer token when one is sent; else the session, or nobody (the view decides what that may read).
+
+    For safe methods only (see `public_api`): a session then needs no CSRF token.
+    """
+    auth = authorization(request)
+    if auth is not None and auth[0] == "bearer":
+        return authenticate_bearer(request)
+    return None
+
+
+def public_api(*methods: str) -> Callable:
+    """Decorate a read-only JSON view open to anonymous callers (`request.user` may be anonymous)."""
+    if set(methods) - {"GET", "HEAD"}:
+        raise ValueError("public_api is for reads: a session that writes needs the CSRF check")
+    return _json_view(methods, _authenticate_if_sent)
 
 
 def _authenticate_api_key(request: HttpRequest) -> HttpResponse | None:
@@ -199,17 +225,7 @@ def api_key_api(*methods: str) -> Callable:
     is the key's row. The key is looked up on every request: revocation is
     immediate.
     """
-
-    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-        @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if request.method not in methods:
-                return error_response(405, "method_not_allowed", f"use {', '.join(methods)}")
-            return guarded(_authenticate_api_key, view, request, *args, **kwargs)
-
-        return csrf_exempt(wrapper)
-
-    return decorate
+    return _json_view(methods, _authenticate_api_key)
 
 
 @csrf_exempt  # any method: an unknown path is a 404 whatever the client sends

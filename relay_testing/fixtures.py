@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import sys
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -14,6 +13,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+
+from realtime.launcher import Worker, database_url
 
 # How long a kit helper waits for a frame, a push or a server before failing. Generous on purpose:
 # it bounds a hang, it does not measure speed (a CI machine may be busy).
@@ -90,10 +91,10 @@ async def relay_socket(transactional_db) -> AsyncIterator:
             await communicator.disconnect()
         except (Exception, asyncio.CancelledError):  # noqa: S110 - already closed by the server or the test
             pass
-    await _close_loop_resources()
+    await close_loop_resources()
 
 
-async def _close_loop_resources() -> None:
+async def close_loop_resources() -> None:
     """Stop this test loop's hub and readiness probe: the loop ends with the test."""
     from realtime.fanout.hub import close_hub
     from realtime.operations.health import close_readiness_echo
@@ -186,26 +187,13 @@ def relay_pushes(transactional_db, monkeypatch) -> Iterator[Pushes]:
 # --- A live server ------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def server_env() -> dict[str, str]:
     """The environment of a worker that shares this test's database and channel layer."""
     from django.db import connection
 
     env = dict(os.environ)
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("postgresql"):
-        password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-        host, port = db["HOST"] or "127.0.0.1", db["PORT"] or 5432
-        env["DATABASE_URL"] = f"postgres://{db['USER']}{password}@{host}:{port}/{db['NAME']}"
-    else:
-        # A file: the settings give the SQLite test database one, so a second process can open it.
-        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
     env.update(
+        DATABASE_URL=database_url(connection.settings_dict),
         # Redis names as this process has them (the namespace would otherwise follow the test
         # database's name, and a test run's own prefixes would be lost).
         REDIS_NAMESPACE=settings.REDIS_NAMESPACE,
@@ -224,16 +212,23 @@ def server_env() -> dict[str, str]:
 
 
 class RelayServer:
-    """`python -m realtime.serve` on a free loopback port; its output goes to `log_path`."""
+    """`python -m realtime.serve` on a free loopback port (realtime.launcher); its output is in `log_path`."""
 
     def __init__(self, log_path: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        application = ":".join(settings.ASGI_APPLICATION.rsplit(".", 1))
+        self.worker = Worker(
+            "realtime.serve", app=application, env=server_env(), log_path=log_path, cwd=settings.BASE_DIR
+        )
+        self.port = self.worker.port
+        self.url = self.worker.url
         self.log_path = log_path
-        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def process(self) -> subprocess.Popen | None:
+        return self.worker.process
 
     def ws_url(self, path: str) -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
+        return f"{self.worker.ws}{path}"
 
     async def auth_headers(self, username: str, password: str) -> dict[str, str]:
         """`Authorization: Bearer <token>` from this server's `POST /api/token/`, for a script's socket."""
@@ -250,55 +245,12 @@ class RelayServer:
         return await asyncio.to_thread(fetch)
 
     async def start(self, *, wait: float = 30.0) -> None:
-        application = settings.ASGI_APPLICATION.rsplit(".", 1)
-        with open(self.log_path, "ab") as log:  # noqa: ASYNC230 - a local file, handed to the child
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "realtime.serve",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                ":".join(application),
-                env=server_env(),
-                cwd=str(settings.BASE_DIR),
-                stdout=log,
-                stderr=log,
-            )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while not await self._healthy():
-            if self.process.returncode is not None or loop.time() > deadline:
-                await self.stop()
-                raise RuntimeError(f"the server did not start within {wait}s; see {self.log_path}")
-            await asyncio.sleep(0.1)  # polling for readiness, with a bound
-
-    async def _healthy(self) -> bool:
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), 2)
-        except (OSError, TimeoutError):
-            return False
-        try:
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            await writer.drain()
-            return b" 200 " in await asyncio.wait_for(reader.readline(), 5)
-        except (OSError, TimeoutError):
-            return False
-        finally:
-            writer.close()
+        """Start it and wait until its /readyz answers (database and channel layer reached)."""
+        await self.worker.astart(wait)
 
     async def stop(self) -> None:
         """SIGTERM (the worker drains), then SIGKILL if it has not exited within 15 s."""
-        process, self.process = self.process, None
-        if process is None or process.returncode is not None:
-            return
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), 15)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        await self.worker.astop()
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ from django.test import Client
 
 from chat import services
 from chat.models import Room
-from conftest import closed_with, http, receive_type, session_headers
 from realtime.protocol import Event
+from testsupport.asgi import closed_with, http, receive_type
+from testsupport.auth import session_headers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -16,11 +16,12 @@ from channels.db import database_sync_to_async
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chat import services
-from conftest import ARTIFACTS, server_env
 from notifications.services import notify
 from realtime.authentication.tokens import issue_token
-from realtime.tests.faults import Worker
-from realtime.tests.servers import SERVERS, browser_socket, get_json_as, receive_json, token_socket
+from realtime.launcher import SERVERS, Worker
+from testsupport.faults import fault_worker
+from testsupport.processes import ARTIFACTS, server_env
+from testsupport.servers import browser_socket, get_json_as, receive_json, token_socket
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -31,11 +32,11 @@ async def start_workers(request, *servers: str) -> list[Worker]:
     ARTIFACTS.mkdir(exist_ok=True)
     env = server_env(uuid.uuid4().hex[:10])
     name = request.node.name.replace("/", "_")[:60]
-    workers = [Worker(env, ARTIFACTS / f"{name}-{i}.log", server) for i, server in enumerate(servers)]
+    workers = [fault_worker(env, ARTIFACTS / f"{name}-{i}.log", server) for i, server in enumerate(servers)]
     try:
-        await asyncio.gather(*(worker.start() for worker in workers))
+        await asyncio.gather(*(worker.astart() for worker in workers))
     except BaseException:
-        await asyncio.gather(*(worker.stop() for worker in workers))
+        await asyncio.gather(*(worker.astop() for worker in workers))
         raise
     return workers
 
@@ -96,12 +97,12 @@ async def test_a_member_removed_from_a_shell_is_closed_on_both_workers(
         assert (await until_closed(again))[1] == 4403
         fetch = database_sync_to_async(get_json_as)
         for worker in (a, b):
-            status, body = await fetch(worker.base, "/api/chat/rooms/trio/messages/", carol)
+            status, body = await fetch(worker.url, "/api/chat/rooms/trio/messages/", carol)
             assert (status, body["error"]) == (403, "forbidden")
         for socket in (alices, bobs):
             await socket.close()
     finally:
-        await asyncio.gather(a.stop(), b.stop())
+        await asyncio.gather(a.astop(), b.astop())
 
 
 @pytest.mark.parametrize("server", list(SERVERS))
@@ -134,4 +135,4 @@ async def test_a_user_saved_inactive_from_a_shell_is_closed_under_each_server(re
             return
         assert (await until_closed(refused))[1] == 4401
     finally:
-        await worker.stop()
+        await worker.astop()

@@ -8,7 +8,7 @@ from django.test import Client
 
 from chat import services
 from chat.models import Message
-from conftest import receive_type
+from testsupport.asgi import receive_type
 
 
 def client_for(user) -> Client:

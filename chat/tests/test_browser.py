@@ -14,7 +14,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from playwright.async_api import expect
 
-from conftest import ORIGIN, save_screenshot
+from testsupport.asgi import ORIGIN
+from testsupport.browser import save_screenshot
 
 try:
     from chat import services
@@ -136,11 +137,11 @@ async def test_page_reconnects_after_a_restart_and_shows_missed_messages_once(
     page = await open_room(await browser_as(alice, socket_options=FAST_RETRY))
     await expect(messages(page)).to_have_count(3)
 
-    await live_server_asgi.stop()
+    await live_server_asgi.astop()
     await expect(page.locator("#conn-state")).to_have_attribute("data-state", "reconnecting")
     for i in range(4):
         await post(room=room, author=bob, body=f"meanwhile {i}")  # stored while nobody serves the room
-    await live_server_asgi.start()
+    await live_server_asgi.astart(30)
 
     await expect(page.locator("#conn-state")).to_have_attribute("data-state", "open")
     await page.wait_for_function(SETTLED)
@@ -161,13 +162,13 @@ async def test_message_typed_while_the_server_is_down_is_delivered_once(
     await send(alice_page, "online first")
     await expect(messages(bob_page).locator(".body")).to_have_text(["online first"])
 
-    await live_server_asgi.stop()
+    await live_server_asgi.astop()
     await expect(alice_page.locator("#conn-state")).to_have_attribute("data-state", "reconnecting")
     await send(alice_page, "typed while offline")
     pending = alice_page.locator("#messages li.pending")
     await expect(pending.locator(".body")).to_have_text("typed while offline")
     await expect(pending.locator(".status")).to_have_text("queued, will send when back online")
-    await live_server_asgi.start()
+    await live_server_asgi.astart(30)
 
     for page in (alice_page, bob_page):
         await page.wait_for_function(SETTLED)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sys
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -21,16 +20,10 @@ from django.conf import settings
 from django.db import connections
 
 from chat.models import Message
-from conftest import stop_process, subprocess_env
 from notifications import services as notification_services
-from realtime.tests.servers import (
-    SERVERS,
-    browser_socket,
-    free_port,
-    http_get,
-    server_argv,
-    wait_ready,
-)
+from realtime.launcher import SERVERS, Worker, http_get
+from testsupport.processes import subprocess_env
+from testsupport.servers import browser_socket
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -56,22 +49,17 @@ async def test_room_and_inbox_pushes_arrive_once_in_order_on_the_fast_path(
     server, alice, bob, carol, lobby, tmp_path
 ):
     """Three members see all 30 posts in order, typing reaches the others, Alice's inbox its pushes."""
-    port = free_port()
-    argv = server_argv(server, port)
     env = subprocess_env() | {
         "PRESENCE_KEY_PREFIX": settings.PRESENCE_KEY_PREFIX,
         "CHAT_RATE_KEY_PREFIX": settings.CHAT_RATE_KEY_PREFIX,
         "CHAT_RATE_PER_SECOND": "1000",
         "CHAT_RATE_BURST": "1000",
     }
-    log_path = tmp_path / "server.log"
-    log = log_path.open("wb")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, *argv, env=env, cwd=str(settings.BASE_DIR), stdout=log, stderr=log
-    )
+    worker = Worker(server, env=env, log_path=tmp_path / "server.log")
+    port = worker.port
     sockets = []
     try:
-        await wait_ready(f"http://127.0.0.1:{port}/readyz", process=process)
+        await worker.astart()
         room_url = f"ws://127.0.0.1:{port}/ws/chat/lobby/"
         for user in (alice, bob, carol):
             ws = await browser_socket(room_url, user)
@@ -106,7 +94,6 @@ async def test_room_and_inbox_pushes_arrive_once_in_order_on_the_fast_path(
         for ws in sockets:
             await ws.close()
         await sync_to_async(connections.close_all)()  # this test's thread, so the database can go
-        await stop_process(process)
-        log.close()
-    output = log_path.read_text()
+        await worker.astop()
+    output = worker.log()
     assert "Traceback" not in output, output

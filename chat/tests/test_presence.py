@@ -9,8 +9,9 @@ import pytest
 from channels.db import database_sync_to_async
 
 from chat.presence import Change, MemoryPresence, RedisPresence, _Room, member
-from conftest import LiveServer, server_env
-from realtime.tests.servers import browser_socket, get_json_as, receive_json
+from realtime.launcher import Worker
+from testsupport.processes import live_worker, server_env
+from testsupport.servers import browser_socket, get_json_as, receive_json
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -123,7 +124,7 @@ async def command_calls(client) -> int:
 @pytest.mark.redis
 async def test_a_join_leave_second_tab_and_heartbeat_cost_the_same_in_a_room_of_10_and_of_2000(settings):
     """Redis commands per presence operation, counted on a private Redis, do not grow with the room."""
-    from realtime.tests.faults import PrivateRedis
+    from testsupport.faults import PrivateRedis
 
     redis = PrivateRedis()
     await redis.start()
@@ -201,13 +202,13 @@ def test_more_names_than_the_list_max_send_only_the_count():
 
 
 # --- two worker processes on real Redis ----------------------------------------------------
-async def two_workers(request, **overrides: str) -> list[LiveServer]:
+async def two_workers(request, **overrides: str) -> list[Worker]:
     """Two `realtime.serve` workers sharing this test's database, Redis and key prefixes."""
     env = server_env(uuid.uuid4().hex[:10])
     env.update(overrides)
     name = request.node.name[:60]
-    workers = [LiveServer(env, log_name=f"{name}-{i}") for i in (1, 2)]
-    await asyncio.gather(*(worker.start() for worker in workers))
+    workers = [live_worker(env, log_name=f"{name}-{i}") for i in (1, 2)]
+    await asyncio.gather(*(worker.astart(30) for worker in workers))
     return workers
 
 
@@ -222,7 +223,7 @@ async def workers(request, transactional_db):
         PRESENCE_HEARTBEAT_SECONDS="1",
     )
     yield started
-    await asyncio.gather(*(worker.stop() for worker in started))
+    await asyncio.gather(*(worker.astop() for worker in started))
 
 
 @pytest.fixture
@@ -241,16 +242,16 @@ def private_room(people):
     )
 
 
-def socket_url(worker: LiveServer, slug: str = "lobby") -> str:
+def socket_url(worker: Worker, slug: str = "lobby") -> str:
     return f"ws://127.0.0.1:{worker.port}/ws/chat/{slug}/"
 
 
-async def join(worker: LiveServer, user, slug: str = "lobby"):
+async def join(worker: Worker, user, slug: str = "lobby"):
     socket = await browser_socket(socket_url(worker, slug), user)
     return socket, await receive_json(socket, "welcome", WAIT)
 
 
-async def watch(worker: LiveServer, user):
+async def watch(worker: Worker, user):
     """A socket in the lobby that has seen its own arrival announced: from here on, frames are news."""
     socket, welcome = await join(worker, user)
     assert await receive_json(socket, "presence", WAIT) == presence_frame(
@@ -343,7 +344,7 @@ async def test_a_dead_workers_users_leave_within_the_ttl(workers, people, lobby)
         await join(b, user)
     assert await receive_json(alices, "presence", WAIT) == presence_frame(joined=["bob", "carol"], count=3)
     b.process.kill()  # no drain, no leave: only the entries' expiry can tell
-    await b.process.wait()
+    await b.exited(10)
     assert await receive_json(alices, "presence", WAIT) == presence_frame(left=["bob", "carol"], count=1)
     _, welcome = await join(a, carol)
     assert (welcome["online"], welcome["online_count"]) == (["alice", "carol"], 2)

@@ -6,8 +6,8 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chat.models import Message
-from conftest import http, receive_type
 from realtime.authentication import apikeys
+from testsupport.asgi import http, receive_type
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

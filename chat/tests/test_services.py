@@ -10,7 +10,7 @@ from django.db import transaction
 
 from chat import selectors, services
 from chat.models import Message, Room
-from conftest import receive_type
+from testsupport.asgi import receive_type
 
 post = sync_to_async(services.post_message)
 

@@ -7,7 +7,7 @@ from asgiref.sync import sync_to_async
 
 from chat import services
 from chat.models import Message
-from conftest import receive_type
+from testsupport.asgi import receive_type
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

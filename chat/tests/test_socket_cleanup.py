@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import REGISTRY
 
-from conftest import closed_with, receive_type
 from realtime.adapter import drain
+from testsupport.asgi import closed_with, receive_type
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

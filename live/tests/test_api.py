@@ -6,10 +6,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Group
 
-from conftest import http, make_token, receive_type, session_headers
 from live import services
 from live.models import Topic
 from realtime.authentication.apikeys import create_api_key
+from testsupport.asgi import http, receive_type
+from testsupport.auth import make_token, session_headers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -6,8 +6,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from playwright.async_api import expect
 
-from conftest import run_manage, save_screenshot
 from live import demo, services, store
+from testsupport.browser import save_screenshot
+from testsupport.processes import run_manage
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -40,13 +41,13 @@ async def test_the_board_updates_in_place_and_recovers_after_a_server_restart(br
     await page.wait_for_function(SHOWS_AT_LEAST, arg=await sync_to_async(published_seqs)())
     await save_screenshot(page, "live-board")
 
-    await live_server_asgi.stop()
+    await live_server_asgi.astop()
     await expect(state).to_have_attribute("data-state", "reconnecting")
     await run_manage(
         "demo_ticker", "--rate", "200", "--count", "100"
     )  # published while nobody serves the board
     latest = await sync_to_async(published_seqs)()
-    await live_server_asgi.start()
+    await live_server_asgi.astart(30)
     await expect(state).to_have_attribute("data-state", "open")
     await page.wait_for_function(SHOWS_AT_LEAST, arg=latest)
     assert await page.evaluate(SHOWN_SEQS) == latest

@@ -20,11 +20,11 @@ import uuid
 import pytest
 from asgiref.sync import sync_to_async
 
-from conftest import ARTIFACTS, server_env
 from live import services
 from live.models import Topic
-from realtime.tests.faults import Worker
-from realtime.tests.servers import http_get, receive_json
+from realtime.launcher import Worker, http_get
+from testsupport.processes import ARTIFACTS, server_env
+from testsupport.servers import receive_json
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -35,13 +35,13 @@ LIVE_BUFFER_BYTES = 128 * 1024
 
 
 def buffered_bytes(worker: Worker) -> float:
-    status, body = http_get(f"{worker.base}/metrics", 5)
+    status, body = http_get(f"{worker.url}/metrics", 5)
     assert status == 200, body
     return float(re.search(r"^relay_live_buffered_bytes (\S+)$", body, re.M).group(1))
 
 
 def conflated(worker: Worker) -> float:
-    _, body = http_get(f"{worker.base}/metrics", 5)
+    _, body = http_get(f"{worker.url}/metrics", 5)
     return float(re.search(r"^relay_live_conflated_total (\S+)$", body, re.M).group(1))
 
 
@@ -68,8 +68,8 @@ async def test_a_reader_that_stops_gets_the_latest_value_and_the_worker_holds_a_
     env = {**server_env(uuid.uuid4().hex[:10]), "WS_MAX_BUFFER_BYTES": str(1024 * 1024)}
     env["LIVE_BUFFER_BYTES"] = str(LIVE_BUFFER_BYTES)
     ARTIFACTS.mkdir(exist_ok=True)
-    worker = Worker(env, ARTIFACTS / f"conflation-{server}.log", server)
-    await worker.start()
+    worker = Worker(server, env=env, log_path=ARTIFACTS / f"conflation-{server}.log", stop_grace=0)
+    await worker.astart()
     try:
         slow = await slow_socket(worker)
         fast = await connect(f"{worker.ws}/ws/live/", open_timeout=10, max_queue=None)
@@ -106,4 +106,4 @@ async def test_a_reader_that_stops_gets_the_latest_value_and_the_worker_holds_a_
         await slow.close()
         await fast.close()
     finally:
-        await worker.stop()
+        await worker.astop()

@@ -6,9 +6,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Group
 
-from conftest import closed_with, make_token, receive_type
 from live import services
 from live.models import Topic
+from testsupport.asgi import closed_with, receive_type
+from testsupport.auth import make_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

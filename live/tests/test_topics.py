@@ -12,11 +12,11 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 
-from conftest import run_manage, subprocess_env
 from live import demo, selectors, services, store
 from live.models import Topic
 from live.services import TopicError
 from realtime.protocol import ErrorCode
+from testsupport.processes import run_manage, subprocess_env
 
 pytestmark = pytest.mark.django_db
 

@@ -16,11 +16,12 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from websockets.asyncio.client import connect
 
-from conftest import ARTIFACTS, run_manage, server_env
 from realtime.authentication.apikeys import create_api_key
 from realtime.authentication.tokens import issue_token
-from realtime.tests.faults import Worker, publish
-from realtime.tests.servers import http_get, receive_json, token_socket
+from realtime.launcher import Worker, http_get
+from testsupport.faults import fault_worker, publish
+from testsupport.processes import ARTIFACTS, run_manage, server_env
+from testsupport.servers import receive_json, token_socket
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -30,13 +31,15 @@ SERVERS = ("realtime.serve", "uvicorn-websockets")
 
 async def two_workers(request, **env: str) -> list[Worker]:
     ARTIFACTS.mkdir(exist_ok=True)
-    settings = {**server_env(uuid.uuid4().hex[:10]), **env}
+    worker_env = {**server_env(uuid.uuid4().hex[:10]), **env}
     name = request.node.name.replace("/", "_")[:60]
-    workers = [Worker(settings, ARTIFACTS / f"{name}-{i}.log", server) for i, server in enumerate(SERVERS)]
+    workers = [
+        fault_worker(worker_env, ARTIFACTS / f"{name}-{i}.log", server) for i, server in enumerate(SERVERS)
+    ]
     try:
-        await asyncio.gather(*(worker.start() for worker in workers))
+        await asyncio.gather(*(worker.astart() for worker in workers))
     except BaseException:
-        await asyncio.gather(*(worker.stop() for worker in workers))
+        await asyncio.gather(*(worker.astop() for worker in workers))
         raise
     return workers
 
@@ -64,7 +67,7 @@ async def test_values_reach_subscribers_on_both_workers_and_anonymous_sockets_re
 
         _, key = await sync_to_async(create_api_key)(name="feed")
         status, body = await asyncio.to_thread(
-            publish, a.base, key, "/api/publish/topics/stocks.aapl/", {"data": 1}
+            publish, a.url, key, "/api/publish/topics/stocks.aapl/", {"data": 1}
         )
         assert (status, body) == (202, {"seq": 1})
         for ws in anonymous:
@@ -80,7 +83,7 @@ async def test_values_reach_subscribers_on_both_workers_and_anonymous_sockets_re
         for ws in (*anonymous, alices, bobs):
             await ws.close()
     finally:
-        await asyncio.gather(a.stop(), b.stop())
+        await asyncio.gather(a.astop(), b.astop())
 
 
 async def test_publishes_racing_on_two_workers_get_each_seq_once_and_arrive_in_order(request, stocks):
@@ -95,7 +98,7 @@ async def test_publishes_racing_on_two_workers_get_each_seq_once_and_arrive_in_o
         def publish_many(worker: Worker) -> list[int]:
             seqs = []
             for i in range(100):
-                status, body = publish(worker.base, key, "/api/publish/topics/stocks.hot/", {"data": i})
+                status, body = publish(worker.url, key, "/api/publish/topics/stocks.hot/", {"data": i})
                 assert status == 202, body
                 seqs.append(body["seq"])
             return seqs
@@ -109,10 +112,10 @@ async def test_publishes_racing_on_two_workers_get_each_seq_once_and_arrive_in_o
             assert seqs == sorted(set(seqs)), "never an older value after a newer one"
             await ws.close()
         for worker in (a, b):
-            status, body = await asyncio.to_thread(http_get, f"{worker.base}/api/topics/stocks.hot/", 5)
+            status, body = await asyncio.to_thread(http_get, f"{worker.url}/api/topics/stocks.hot/", 5)
             assert (status, json.loads(body)["seq"]) == (200, 200)
     finally:
-        await asyncio.gather(a.stop(), b.stop())
+        await asyncio.gather(a.astop(), b.astop())
 
 
 async def test_the_readmes_ticker_client_prints_prices(request, stocks):
@@ -120,8 +123,8 @@ async def test_the_readmes_ticker_client_prints_prices(request, stocks):
     readme = (settings.BASE_DIR / "README.md").read_text()
     code = readme.split("(`pip install websockets`):\n\n```python\n", 1)[1].split("```", 1)[0]
     ARTIFACTS.mkdir(exist_ok=True)
-    worker = Worker(server_env(uuid.uuid4().hex[:10]), ARTIFACTS / "readme-ticker.log")
-    await worker.start()
+    worker = fault_worker(server_env(uuid.uuid4().hex[:10]), ARTIFACTS / "readme-ticker.log")
+    await worker.astart()
     try:
         pipe = asyncio.subprocess.PIPE
         client = await asyncio.create_subprocess_exec(
@@ -137,4 +140,4 @@ async def test_the_readmes_ticker_client_prints_prices(request, stocks):
             client.kill()
             await client.wait()
     finally:
-        await worker.stop()
+        await worker.astop()

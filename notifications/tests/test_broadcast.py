@@ -16,12 +16,12 @@ from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.db import connections, transaction
 
-from conftest import WAIT, receive_type
 from notifications import services
 from notifications.serializers import notification_dict
 from realtime.fanout import push
 from realtime.protocol import broadcast_group, user_group
-from realtime.tests.servers import browser_socket
+from testsupport.asgi import WAIT, receive_type
+from testsupport.servers import browser_socket
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

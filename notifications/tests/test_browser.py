@@ -12,10 +12,11 @@ import pytest
 from channels.db import database_sync_to_async
 from playwright.async_api import expect
 
-from conftest import DEMO_PASSWORD, save_screenshot
 from notifications import services
 from notifications.models import Notification
-from realtime.tests.faults import poll
+from testsupport.auth import DEMO_PASSWORD
+from testsupport.browser import save_screenshot
+from testsupport.faults import poll
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -138,11 +139,11 @@ async def test_inbox_catches_up_exactly_once_after_a_server_restart(browser_as, 
     await inbox.wait_for_function(SETTLED)
     await expect(inbox.locator("#inbox li")).to_have_count(1)
 
-    await live_server_asgi.stop()
+    await live_server_asgi.astop()
     await expect(inbox.locator("#conn-state")).to_have_attribute("data-state", "reconnecting")
     for i in range(3):
         await notify(users=alice, title=f"While down {i}")  # stored; nobody is listening
-    await live_server_asgi.start()
+    await live_server_asgi.astart(30)
 
     await expect(inbox.locator("#conn-state")).to_have_attribute("data-state", "open")
     await inbox.wait_for_function(SETTLED)

@@ -9,8 +9,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
 
-from conftest import receive_type, run_manage
 from notifications.models import Notification
+from testsupport.asgi import receive_type
+from testsupport.processes import run_manage
 
 
 def call(*args: str) -> str:

@@ -6,9 +6,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Group
 
-from conftest import http, receive_type
 from notifications.models import Notification
 from realtime.authentication import apikeys
+from testsupport.asgi import http, receive_type
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

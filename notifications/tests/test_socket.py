@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from asgiref.sync import sync_to_async
 
-from conftest import WAIT, receive_type
 from notifications import services
+from testsupport.asgi import WAIT, receive_type
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -16,12 +16,12 @@ import sys
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.db import connections
 
-from conftest import stop_process, subprocess_env
 from notifications import services as notification_services
-from realtime.tests.servers import APP, browser_socket, free_port, http_get, receive_json, wait_ready
+from realtime.launcher import APP, Worker, http_get
+from testsupport.processes import subprocess_env
+from testsupport.servers import browser_socket, receive_json
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -40,22 +40,12 @@ runpy.run_module("daphne", run_name="__main__", alter_sys=True)
 
 async def test_a_missing_internal_is_named_once_and_pushes_still_arrive_over_plain_asgi(alice, tmp_path):
     """Without a Twisted internal: one warning naming it, a notification still reaches the socket."""
-    port = free_port()
-    log_path = tmp_path / "server.log"
-    log = log_path.open("wb")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        DAPHNE_WITHOUT_INTERNAL,
-        *("-b", "127.0.0.1", "-p", str(port), APP),
-        env=subprocess_env(),
-        cwd=str(settings.BASE_DIR),
-        stdout=log,
-        stderr=log,
-    )
+    argv = [sys.executable, "-c", DAPHNE_WITHOUT_INTERNAL, "-b", "127.0.0.1", "-p", "{port}", APP]
+    worker = Worker(argv=argv, name="daphne", env=subprocess_env(), log_path=tmp_path / "server.log")
+    port = worker.port
     inbox = None
     try:
-        await wait_ready(f"http://127.0.0.1:{port}/readyz", process=process)
+        await worker.astart()
         inbox = await browser_socket(f"ws://127.0.0.1:{port}/ws/notifications/", alice)
         await receive_json(inbox, "welcome")
         await sync_to_async(notification_services.notify)(users=alice, title="still here")
@@ -69,9 +59,8 @@ async def test_a_missing_internal_is_named_once_and_pushes_still_arrive_over_pla
         if inbox is not None:
             await inbox.close()
         await sync_to_async(connections.close_all)()  # this test's thread, so the database can go
-        await stop_process(process)
-        log.close()
-    output = log_path.read_text()
+        await worker.astop()
+    output = worker.log()
     warnings = [line for line in output.splitlines() if "internals missing" in line]
     assert len(warnings) == 1, output
     assert MISSING in warnings[0], output

@@ -10,9 +10,10 @@ from django.conf import settings
 from django.core.management import call_command
 from django.test import Client
 
-from conftest import http, make_token, session_headers
 from realtime.authentication import apikeys
 from realtime.authentication.models import ApiKey
+from testsupport.asgi import http
+from testsupport.auth import make_token, session_headers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -25,10 +25,11 @@ from channels.layers import channel_layers
 from chat import services as chat_services
 from chat.models import Message
 from chat.presence import get_store
-from conftest import closed_with, http, make_token, receive_type
 from notifications import services as notification_services
 from notifications.models import Notification
 from realtime.authentication import apikeys
+from testsupport.asgi import closed_with, http, receive_type
+from testsupport.auth import make_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -23,9 +22,10 @@ import pytest
 from django.conf import settings
 from dotenv import dotenv_values
 
-from conftest import run_manage, subprocess_env
-from realtime.tests.faults import poll
-from realtime.tests.servers import free_port, http_get, receive_json, token_socket, wait_ready
+from realtime.launcher import Worker, http_get
+from testsupport.faults import poll
+from testsupport.processes import run_manage, subprocess_env
+from testsupport.servers import receive_json, token_socket
 
 ROOT = Path(settings.BASE_DIR)
 # What a new shell has: none of the service's settings exported.
@@ -95,17 +95,6 @@ async def moved(port: int) -> bool:
     return status == 200 and (json.loads(body)["seq"] or 0) > 1
 
 
-async def end_group(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM to make and everything it started (runserver and its reloader), SIGKILL after 15 s."""
-    if process.returncode is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), 15)
-        except TimeoutError:
-            os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-
-
 @pytest.mark.redis  # `make run` finds the Redis on 127.0.0.1:6379 (CI's and the machines')
 @pytest.mark.django_db(transaction=True)
 async def test_the_readmes_notify_from_a_second_shell_reaches_a_page_served_by_make_run(tmp_path):
@@ -114,15 +103,21 @@ async def test_the_readmes_notify_from_a_second_shell_reaches_a_page_served_by_m
     shell = new_shell(env_file)
     # `make run` as the README says, on a free port, with the test database
     # exported (as a user of PostgreSQL would) and this interpreter's venv.
-    port, venv_bin = free_port(), Path(sys.executable).parent
-    argv = ["make", "run", f"BIN={venv_bin}", f"PORT={port}", "-o", f"{venv_bin}/.installed"]
+    venv_bin = Path(sys.executable).parent
+    argv = ["make", "run", f"BIN={venv_bin}", "PORT={port}", "-o", f"{venv_bin}/.installed"]
     make_env = {**shell, "DATABASE_URL": subprocess_env()["DATABASE_URL"]}
-    with (tmp_path / "make-run.log").open("wb") as log:
-        make_run = await asyncio.create_subprocess_exec(
-            *argv, env=make_env, cwd=str(ROOT), stdout=log, stderr=log, start_new_session=True
-        )
+    # Its own process group: make, runserver and its reloader get each signal, SIGKILL after 15 s.
+    make_run = Worker(
+        argv=argv,
+        name="make run",
+        env=make_env,
+        log_path=tmp_path / "make-run.log",
+        ready="/healthz",
+        own_session=True,
+    )
+    port = make_run.port
     try:
-        await wait_ready(f"http://127.0.0.1:{port}/healthz", seconds=90, process=make_run)
+        await make_run.astart(90)
         # seed_demo's alice, as the README's watch.py logs in.
         token = await asyncio.to_thread(get_token, port, "alice", "demo-pass-123")
         socket = await token_socket(f"ws://127.0.0.1:{port}/ws/notifications/", token)
@@ -138,7 +133,7 @@ async def test_the_readmes_notify_from_a_second_shell_reaches_a_page_served_by_m
         # demo_ticker runs beside the server: the seeded prices move (seq past 1).
         await poll(lambda: moved(port), seconds=60, what="a demo price moved")
     finally:
-        await end_group(make_run)
+        await make_run.astop()
     written = dotenv_values(env_file)
     assert written["DJANGO_DEBUG"] == "true"
     assert written["REDIS_URL"] == "redis://127.0.0.1:6379/0"

@@ -13,8 +13,9 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.test import Client
 
-from conftest import closed_with, http, receive_type, session_headers
 from realtime.authentication.tokens import issue_token
+from testsupport.asgi import closed_with, http, receive_type
+from testsupport.auth import session_headers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

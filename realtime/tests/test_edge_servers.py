@@ -1,4 +1,4 @@
-"""What a hostile client meets at the edge, under every server of realtime.tests.servers.SERVERS.
+"""What a hostile client meets at the edge, under every server of realtime.launcher.SERVERS.
 
 Issue 14 items 5, 6 and 7: secrets in URLs never reach a server's log; a
 connection that does not finish its request headers within
@@ -18,9 +18,11 @@ import uuid
 import pytest
 from channels.db import database_sync_to_async
 
-from conftest import make_token, server_env
-from realtime.tests.faults import poll
-from realtime.tests.servers import SERVERS, every_server, handshake, http_get, token_socket
+from realtime.launcher import SERVERS, http_get
+from testsupport.auth import make_token
+from testsupport.faults import poll
+from testsupport.processes import server_env
+from testsupport.servers import every_server, handshake, token_socket
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -41,7 +43,7 @@ QUERY = f"token={JWT}&password={PASSWORD}&api_key={API_KEY}&access_token={OPAQUE
 
 @pytest.fixture(scope="module")
 def servers(django_db_setup, tmp_path_factory):
-    """Every server of SERVERS on the test database with a 2 s header deadline; {name: ServerProcess}."""
+    """Every server of SERVERS on the test database with a 2 s header deadline; {name: Worker}."""
     logs = tmp_path_factory.mktemp("edge")
     env = server_env(uuid.uuid4().hex[:10]) | {
         # Access lines (uvicorn's, runserver's) are INFO records.
@@ -90,8 +92,8 @@ async def test_secrets_in_urls_never_reach_the_log(server, servers):
     """Credentials in the query of an HTTP request and of a socket handshake are masked in the log."""
     worker = servers[server]
     mark = worker.log_size()
-    assert (await asyncio.to_thread(http_get, f"{worker.base}/x/?{QUERY}"))[0] == 404
-    assert (await asyncio.to_thread(http_get, f"{worker.base}/healthz?{QUERY}"))[0] == 200
+    assert (await asyncio.to_thread(http_get, f"{worker.url}/x/?{QUERY}"))[0] == 404
+    assert (await asyncio.to_thread(http_get, f"{worker.url}/healthz?{QUERY}"))[0] == 200
     status, _, writer = await handshake(worker.port, f"/ws/notifications/?{QUERY}", {})
     writer.close()
     assert status == 101
@@ -193,7 +195,7 @@ def get_metrics(base: str, headers: dict[str, str]) -> int:
 @pytest.mark.parametrize("server", list(SERVERS))
 async def test_metrics_from_loopback_but_never_by_a_forwarded_header(server, servers):
     """Without METRICS_TOKEN: 200 from loopback; 403 when a header claims the loopback address."""
-    base = servers[server].base
+    base = servers[server].url
     assert await asyncio.to_thread(get_metrics, base, {}) == 200
     for header in ("X-Forwarded-For", "X-Real-IP"):
         assert await asyncio.to_thread(get_metrics, base, {header: "127.0.0.1"}) == 403

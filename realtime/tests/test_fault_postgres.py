@@ -28,55 +28,27 @@ from django.conf import settings
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from conftest import ORIGIN, run_manage
-from notifications.management.commands.seed_demo import DEMO_PASSWORD
-from realtime.tests.faults import (
+from realtime.launcher import Worker, http_get
+from testsupport.asgi import ORIGIN
+from testsupport.deployments import login
+from testsupport.faults import (
     Poster,
     PrivatePostgres,
     PrivateRedis,
-    Worker,
+    fault_worker,
     follow,
     poll,
-    post_json,
     running,
     settle,
     stop_following,
     worker_env,
 )
-from realtime.tests.servers import http_get, token_socket
+from testsupport.processes import run_manage
+from testsupport.servers import next_frame, post_on_socket, token_socket
 
 pytestmark = [pytest.mark.faults, pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(120)]
 
 UNAVAILABLE = {"error": "unavailable", "detail": "service temporarily unavailable, retry"}
-
-
-async def login(base: str, username: str) -> str:
-    status, body = await asyncio.to_thread(
-        post_json, f"{base}/api/token/", {"username": username, "password": DEMO_PASSWORD}
-    )
-    assert status == 200, body
-    return body["access"]
-
-
-async def next_frame(ws, match, wait: float = 10.0) -> dict:
-    """The next frame `match` accepts; others (presence, typing) are passed over."""
-    while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), wait))
-        if match(frame):
-            return frame
-
-
-async def post_on_socket(ws, body: str) -> dict:
-    """Send a chat `message`; its answer: the stored message pushed back, or the error for it."""
-    client_id = str(uuid.uuid4())
-    await ws.send(json.dumps({"type": "message", "body": body, "client_id": client_id, "ref": body}))
-    return await next_frame(
-        ws,
-        lambda f: (
-            (f["type"] == "message" and f["message"]["client_id"] == client_id)
-            or (f["type"] == "error" and f.get("ref") == body)
-        ),
-    )
 
 
 async def close_of(open_socket) -> tuple[int, str]:
@@ -109,9 +81,9 @@ async def stack(tmp_path):
         await run_manage("migrate", "--noinput", env=env)
         await run_manage("seed_demo", env=env)
         key = (await run_manage("createapikey", "pg-fault", env=env)).split()[-1]
-        worker = Worker(env, tmp_path / "worker.log")
+        worker = fault_worker(env, tmp_path / "worker.log")
         async with running(worker):
-            await worker.start()
+            await worker.astart()
             yield Stack(pg, worker, key)
 
 
@@ -129,10 +101,10 @@ async def lobby_and_inbox_ids(pg: PrivatePostgres) -> tuple[set[int], set[int]]:
 
 async def test_postgres_down_is_refused_cleanly_and_the_same_worker_recovers(stack):
     pg, worker = stack.pg, stack.worker
-    pid = worker.process.pid
-    alice, bob = await login(worker.base, "alice"), await login(worker.base, "bob")
+    pid = worker.pid
+    alice, bob = await login(worker.url, "alice"), await login(worker.url, "bob")
     followers, tasks = await follow([worker.ws], None, token=alice)
-    poster = Poster([worker.base], stack.key)
+    poster = Poster([worker.url], stack.key)
     author = await token_socket(f"{worker.ws}/ws/chat/lobby/", bob)
     try:
         await next_frame(author, lambda f: f["type"] == "welcome")
@@ -155,12 +127,12 @@ async def test_postgres_down_is_refused_cleanly_and_the_same_worker_recovers(sta
         for n in range(3, 6):
             await poster.post(n)
         assert poster.answers[6:] == [(kind, 503, UNAVAILABLE) for kind in ("chat", "notification") * 3]
-        status, text = await asyncio.to_thread(http_get, f"{worker.base}/readyz", 10)
+        status, text = await asyncio.to_thread(http_get, f"{worker.url}/readyz", 10)
         assert (status, json.loads(text)) == (
             503,
             {"status": "unavailable", "database": "unavailable", "channel_layer": "ok"},
         )
-        assert (await asyncio.to_thread(http_get, f"{worker.base}/healthz", 10))[0] == 200
+        assert (await asyncio.to_thread(http_get, f"{worker.url}/healthz", 10))[0] == 200
         # New sockets, by bearer token (scripts) or by session cookie (browsers: the session
         # is in the database too), are closed 1011 `unavailable`, not refused with a bare 500.
         for path in ("/ws/chat/lobby/", "/ws/notifications/"):
@@ -178,7 +150,7 @@ async def test_postgres_down_is_refused_cleanly_and_the_same_worker_recovers(sta
 
         # Back, in the same worker process: readiness, both write paths, new sockets.
         async def ready():
-            return (await asyncio.to_thread(http_get, f"{worker.base}/readyz", 10))[0] == 200
+            return (await asyncio.to_thread(http_get, f"{worker.url}/readyz", 10))[0] == 200
 
         await poll(ready, seconds=30, what="worker ready once PostgreSQL is back")
         assert (await post_on_socket(author, "after"))["type"] == "message"
@@ -197,7 +169,7 @@ async def test_postgres_down_is_refused_cleanly_and_the_same_worker_recovers(sta
     finally:
         await stop_following(followers, tasks)
         await author.close()
-    assert worker.process.returncode is None and worker.process.pid == pid, "the worker was restarted"
+    assert worker.running and worker.pid == pid, "the worker was restarted"
 
     # Nothing half-written: the database holds exactly what was acknowledged.
     bodies = {body for (body,) in await pg.query("SELECT body FROM chat_message")}
@@ -214,7 +186,7 @@ BACKENDS = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'relay' AND pi
 
 async def test_http_requests_leave_no_database_connection_open(stack):
     """Under ASGI each request has a thread of its own: a connection it kept would never be reused."""
-    poster = Poster([stack.worker.base], stack.key)
+    poster = Poster([stack.worker.url], stack.key)
     for round_ in range(4):
         await asyncio.gather(*(poster.post(round_ * 20 + n) for n in range(20)))
     assert {status for _, status, _ in poster.answers} == {201, 202}

@@ -28,12 +28,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from chat import services as chat_services
 from realtime.authentication import apikeys
 from realtime.fanout.layer import RelayPubSubChannelLayer
+from realtime.launcher import http_get
 from realtime.redis_client import layer_host
-from realtime.tests.faults import (
+from testsupport.faults import (
     Poster,
     PrivateRedis,
-    Worker,
     check_answers,
+    fault_worker,
     follow,
     poll,
     publish,
@@ -42,8 +43,7 @@ from realtime.tests.faults import (
     stop_following,
     worker_env,
 )
-from realtime.tests.servers import browser_socket, http_get
-from realtime.tests.test_fault_postgres import next_frame, post_on_socket
+from testsupport.servers import browser_socket, next_frame, post_on_socket
 
 pytestmark = [
     pytest.mark.faults,
@@ -54,7 +54,7 @@ pytestmark = [
 ]
 
 
-# The launchers the faults run under (realtime.tests.servers.SERVERS).
+# The launchers the faults run under (realtime.launcher.SERVERS).
 LAUNCHERS = ["realtime.serve", "daphne", "uvicorn-websockets"]
 
 
@@ -68,11 +68,11 @@ def world(db, alice, bob, carol):
 async def test_redis_restart_while_posting_loses_nothing(server, world, alice, tmp_path):
     redis = PrivateRedis()
     await redis.start()
-    worker = Worker(worker_env(redis), tmp_path / "worker.log", server)
+    worker = fault_worker(worker_env(redis), tmp_path / "worker.log", server)
     async with running(worker, redis):
-        await worker.start()
+        await worker.astart()
         followers, tasks = await follow([worker.ws], alice)
-        poster = Poster([worker.base], world)
+        poster = Poster([worker.url], world)
         try:
             for n in range(5):
                 await poster.post(n)
@@ -90,7 +90,7 @@ async def test_redis_restart_while_posting_loses_nothing(server, world, alice, t
                 await poster.post(n)
 
             async def ready():
-                return (await asyncio.to_thread(http_get, f"{worker.base}/readyz", 3))[0] == 200
+                return (await asyncio.to_thread(http_get, f"{worker.url}/readyz", 3))[0] == 200
 
             await poll(ready, seconds=30, what="worker ready again")
             await settle(followers, poster, 15)
@@ -115,27 +115,27 @@ async def test_redis_frozen_for_10s_no_hang_and_same_end_state(server, world, al
     """
     redis = PrivateRedis()
     await redis.start()
-    worker = Worker(worker_env(redis), tmp_path / "worker.log", server)
+    worker = fault_worker(worker_env(redis), tmp_path / "worker.log", server)
     async with running(worker, redis):
-        await worker.start()
+        await worker.astart()
         followers, tasks = await follow([worker.ws], alice)
-        poster = Poster([worker.base], world)
+        poster = Poster([worker.url], world)
         try:
             await poster.post(0)
             redis.signal(signal.SIGSTOP)
             frozen_at = time.monotonic()
             # /readyz answers 503 quickly even though Redis is frozen (bounded checks).
             started = time.monotonic()
-            status, _ = await asyncio.to_thread(http_get, f"{worker.base}/readyz", 20)
+            status, _ = await asyncio.to_thread(http_get, f"{worker.url}/readyz", 20)
             assert status == 503
             assert time.monotonic() - started < 10
-            assert (await asyncio.to_thread(http_get, f"{worker.base}/healthz", 5))[0] == 200
+            assert (await asyncio.to_thread(http_get, f"{worker.url}/healthz", 5))[0] == 200
             await poster.post(1)  # stored; the push times out and is dropped
             await asyncio.sleep(max(0.0, 10 - (time.monotonic() - frozen_at)))  # the fault's duration
             redis.signal(signal.SIGCONT)
 
             async def ready():
-                return (await asyncio.to_thread(http_get, f"{worker.base}/readyz", 3))[0] == 200
+                return (await asyncio.to_thread(http_get, f"{worker.url}/readyz", 3))[0] == 200
 
             await poll(ready, seconds=30, what="worker ready after SIGCONT")
             await settle(followers, poster, 2)
@@ -155,15 +155,15 @@ async def test_sigkill_one_of_two_workers_clients_resume_on_the_other(
     redis = PrivateRedis()
     await redis.start()
     env = worker_env(redis, PRESENCE_TTL_SECONDS="3", PRESENCE_HEARTBEAT_SECONDS="0.5")
-    a, b = Worker(env, tmp_path / "a.log", server), Worker(env, tmp_path / "b.log", server)
+    a, b = fault_worker(env, tmp_path / "a.log", server), fault_worker(env, tmp_path / "b.log", server)
     async with running(a, b, redis):
-        await a.start()
-        await b.start()
+        await a.astart()
+        await b.astart()
         followers, tasks = await follow([a.ws, b.ws], alice)
         watcher = await browser_socket(f"{b.ws}/ws/chat/lobby/", bob)
         # Carol is only on worker A and does not come back.
         carols = await browser_socket(f"{a.ws}/ws/chat/lobby/", carol)
-        poster = Poster([b.base], world)
+        poster = Poster([b.url], world)
         try:
 
             async def carol_online():
@@ -199,18 +199,18 @@ async def test_sigterm_closes_1012_clients_move_and_in_flight_posts_are_answered
     redis = PrivateRedis()
     await redis.start()
     env = worker_env(redis)
-    a, b = Worker(env, tmp_path / "a.log", server), Worker(env, tmp_path / "b.log", server)
+    a, b = fault_worker(env, tmp_path / "a.log", server), fault_worker(env, tmp_path / "b.log", server)
     async with running(a, b, redis):
-        await a.start()
-        await b.start()
+        await a.astart()
+        await b.astart()
         followers, tasks = await follow([a.ws, b.ws], alice)
-        poster = Poster([a.base, b.base], world)
+        poster = Poster([a.url, b.url], world)
         try:
             posting = asyncio.gather(*(poster.post(n) for n in range(10)))
             a.process.send_signal(signal.SIGTERM)
             await posting
             # uvicorn re-raises the signal once it has shut down cleanly.
-            assert await asyncio.wait_for(a.process.wait(), 20) in (0, -signal.SIGTERM)
+            assert await a.exited(20) in (0, -signal.SIGTERM)
             await settle(followers, poster, 11)  # posts to b only from here (11 is odd)
         finally:
             await stop_following(followers, tasks)
@@ -327,17 +327,17 @@ async def test_readyz_keeps_one_subscription_however_many_probes_and_across_a_re
     redis = PrivateRedis()
     await redis.start()
     env = worker_env(redis)
-    worker = Worker(env, tmp_path / "worker.log")
+    worker = fault_worker(env, tmp_path / "worker.log")
     client = Redis.from_url(redis.url)
     async with running(worker, redis):
         try:
-            await worker.start()  # polls /readyz until 200: at least one probe
+            await worker.astart()  # polls /readyz until 200: at least one probe
 
             async def subscriptions() -> set[bytes]:
                 return set(await client.pubsub_channels(f"{env['CHANNEL_LAYER_PREFIX']}*"))
 
             async def probe() -> int:
-                return (await asyncio.to_thread(http_get, f"{worker.base}/readyz", 5))[0]
+                return (await asyncio.to_thread(http_get, f"{worker.url}/readyz", 5))[0]
 
             (echo_channel,) = await subscriptions()  # a worker without sockets has no hub
             for _ in range(5):
@@ -407,9 +407,9 @@ async def test_after_a_redis_restart_the_first_push_post_and_join_all_go_through
     env = worker_env(
         redis, HUB_HEARTBEAT_SECONDS="3600", PRESENCE_HEARTBEAT_SECONDS="600", PRESENCE_TTL_SECONDS="1200"
     )
-    worker = Worker(env, tmp_path / "worker.log")
+    worker = fault_worker(env, tmp_path / "worker.log")
     async with running(worker, redis):
-        await worker.start()
+        await worker.astart()
         inbox = await browser_socket(f"{worker.ws}/ws/notifications/", alice)
         room = await browser_socket(f"{worker.ws}/ws/chat/lobby/", bob)
         sockets = [inbox, room]
@@ -421,7 +421,7 @@ async def test_after_a_redis_restart_the_first_push_post_and_join_all_go_through
             await restart(redis, env["CHANNEL_LAYER_PREFIX"])
             status, _ = await asyncio.to_thread(
                 publish,
-                worker.base,
+                worker.url,
                 world,
                 "/api/publish/notifications/",
                 {"users": ["alice"], "title": "back"},

@@ -1,4 +1,4 @@
-"""The handshake and the close under every server the project runs under (realtime.tests.servers.SERVERS).
+"""The handshake and the close under every server the project runs under (realtime.launcher.SERVERS).
 
 One process per server, started together and shared by the module's tests:
 clients that drop right after the 101, malformed Origin headers, a refused
@@ -20,16 +20,12 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from chat import services as chat_services
-from conftest import ORIGIN, server_env, session_cookie
-from realtime.tests.faults import poll
-from realtime.tests.servers import (
-    SERVERS,
-    ServerProcess,
-    browser_socket,
-    every_server,
-    handshake,
-    open_sockets,
-)
+from realtime.launcher import SERVERS, Worker
+from testsupport.asgi import ORIGIN
+from testsupport.auth import session_cookie
+from testsupport.faults import poll
+from testsupport.processes import server_env
+from testsupport.servers import browser_socket, every_server, handshake, open_sockets
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -56,7 +52,7 @@ MALFORMED_ORIGINS = [
 
 @pytest.fixture(scope="module")
 def servers(django_db_setup, tmp_path_factory):
-    """Every server of SERVERS on the test database, started at once; {name: ServerProcess}."""
+    """Every server of SERVERS on the test database, started at once; {name: Worker}."""
     logs = tmp_path_factory.mktemp("servers")
     env = server_env(uuid.uuid4().hex[:10]) | {
         "LOG_LEVEL": "INFO",
@@ -79,7 +75,7 @@ async def drop_after_101(port: int, path: str, cookie: str) -> None:
     assert status == 101
 
 
-async def online_in_lobby(server: ServerProcess, user) -> list[str]:
+async def online_in_lobby(server: Worker, user) -> list[str]:
     """`online` of the welcome a fresh chat socket of `user` gets in the lobby."""
     socket = await browser_socket(f"{server.ws}/ws/chat/lobby/", user)
     try:
@@ -90,11 +86,11 @@ async def online_in_lobby(server: ServerProcess, user) -> list[str]:
     return welcome["online"]
 
 
-async def assert_nothing_left(worker: ServerProcess, *, before: dict, mark: int, offline=None, watcher=None):
+async def assert_nothing_left(worker: Worker, *, before: dict, mark: int, offline=None, watcher=None):
     """Gauge back to `before`, user `offline` not in the lobby (as `watcher` sees it), no traceback logged."""
 
     async def gauge_back():
-        now = await asyncio.to_thread(open_sockets, worker.base)
+        now = await asyncio.to_thread(open_sockets, worker.url)
         return all(now.get(endpoint, 0) == before.get(endpoint, 0) for endpoint in ("chat", "notifications"))
 
     await poll(gauge_back, seconds=20, what=f"open-socket gauge back to {before}")
@@ -117,7 +113,7 @@ async def test_clients_that_drop_right_after_the_101_leave_nothing_behind(server
     await database_sync_to_async(chat_services.create_room)(slug="lobby", title="Lobby")
     cookie = await database_sync_to_async(session_cookie)(dropper)
     mark = worker.log_size()
-    before = await asyncio.to_thread(open_sockets, worker.base)
+    before = await asyncio.to_thread(open_sockets, worker.url)
 
     paths = ["/ws/chat/lobby/", "/ws/notifications/"]
     gate = asyncio.Semaphore(10)
@@ -211,7 +207,7 @@ async def test_a_refused_bearer_token_is_closed_with_4401_and_its_reason(server,
     assert closed.value.rcvd.reason == "invalid_token"
 
 
-async def oversized_frame(worker: ServerProcess, cookie: str) -> tuple[int | None, str | None]:
+async def oversized_frame(worker: Worker, cookie: str) -> tuple[int | None, str | None]:
     """A chat socket that sends one 70 KB frame after its welcome; the close it gets."""
     headers = {"Cookie": f"{settings.SESSION_COOKIE_NAME}={cookie}"}
     async with connect(
@@ -234,7 +230,7 @@ async def test_oversized_frames_are_closed_1009_and_leave_nothing_behind(server,
     await database_sync_to_async(chat_services.create_room)(slug="lobby", title="Lobby")
     cookie = await database_sync_to_async(session_cookie)(sender)
     mark = worker.log_size()
-    before = await asyncio.to_thread(open_sockets, worker.base)
+    before = await asyncio.to_thread(open_sockets, worker.url)
     gate = asyncio.Semaphore(10)
 
     async def one() -> tuple[int | None, str | None]:
@@ -253,7 +249,7 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
     return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
 
 
-async def ping_then_close(worker: ServerProcess, cookie: str) -> None:
+async def ping_then_close(worker: Worker, cookie: str) -> None:
     """A `ping` and a close frame in one write: the server answers into a socket that is closing."""
     status, reader, writer = await handshake(
         worker.port,
@@ -278,7 +274,7 @@ async def test_clients_that_close_while_the_server_sends_cause_no_traceback(serv
     closer = await database_sync_to_async(make_user)("closer")
     cookie = await database_sync_to_async(session_cookie)(closer)
     mark = worker.log_size()
-    before = await asyncio.to_thread(open_sockets, worker.base)
+    before = await asyncio.to_thread(open_sockets, worker.url)
     gate = asyncio.Semaphore(10)
 
     async def one() -> None:

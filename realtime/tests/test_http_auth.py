@@ -9,9 +9,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from conftest import DEMO_PASSWORD, http, make_token, session_headers
 from notifications import services
 from realtime.authentication.tokens import verify_token
+from testsupport.asgi import http
+from testsupport.auth import DEMO_PASSWORD, make_token, session_headers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,9 +7,9 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from conftest import receive_type
 from notifications import services
 from realtime.protocol import broadcast_group, user_group
+from testsupport.asgi import receive_type
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 

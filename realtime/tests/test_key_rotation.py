@@ -19,9 +19,11 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from websockets.asyncio.client import connect
 
-from conftest import ORIGIN, server_env, session_cookie
 from realtime.authentication.tokens import issue_token
-from realtime.tests.servers import ServerProcess
+from realtime.launcher import Worker
+from testsupport.asgi import ORIGIN
+from testsupport.auth import session_cookie
+from testsupport.processes import server_env
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -34,15 +36,15 @@ def rotated_server(django_db_setup, tmp_path_factory):
         "DJANGO_SECRET_KEY_FALLBACKS": settings.SECRET_KEY,
         "WS_AUTH_TIMEOUT_SECONDS": "1",  # a refused cookie shows as a 4401 close soon
     }
-    server = ServerProcess("realtime.serve", env, tmp_path_factory.mktemp("rotation") / "server.log")
+    server = Worker("realtime.serve", env=env, log_path=tmp_path_factory.mktemp("rotation") / "server.log")
+    server.start()
     try:
-        server.wait_ready()
         yield server
     finally:
         server.stop()
 
 
-async def welcome_user(server: ServerProcess, headers: dict[str, str], origin: str | None = ORIGIN) -> str:
+async def welcome_user(server: Worker, headers: dict[str, str], origin: str | None = ORIGIN) -> str:
     """The username in the welcome of a notifications socket opened with these headers."""
     async with connect(
         f"{server.ws}/ws/notifications/", origin=origin, additional_headers=headers, open_timeout=10
@@ -52,7 +54,7 @@ async def welcome_user(server: ServerProcess, headers: dict[str, str], origin: s
     return frame["user"]["username"]
 
 
-def page(server: ServerProcess, path: str, session_key: str) -> tuple[int, str | None]:
+def page(server: Worker, path: str, session_key: str) -> tuple[int, str | None]:
     """GET a page with this session cookie: its status (no redirect followed) and any new session cookie."""
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:

@@ -9,8 +9,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from redis.asyncio import Redis
 
-from conftest import WAIT
 from realtime.fanout.echo import LayerEcho
+from testsupport.asgi import WAIT
 
 pytestmark = [pytest.mark.redis]
 

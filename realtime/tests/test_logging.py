@@ -11,9 +11,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import call_command
 
-from conftest import DEMO_PASSWORD, http, make_token, receive_type
 from realtime.authentication import apikeys
 from realtime.operations.redaction import RedactSecrets
+from testsupport.asgi import http, receive_type
+from testsupport.auth import DEMO_PASSWORD, make_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

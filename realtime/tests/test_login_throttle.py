@@ -18,7 +18,8 @@ import orjson
 import pytest
 from asgiref.sync import sync_to_async
 
-from conftest import DEMO_PASSWORD, http_from
+from testsupport.asgi import http_from
+from testsupport.auth import DEMO_PASSWORD
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 

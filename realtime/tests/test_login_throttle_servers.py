@@ -19,8 +19,10 @@ from urllib.parse import urlencode
 import pytest
 from asgiref.sync import sync_to_async
 
-from conftest import DEMO_PASSWORD, server_env
-from realtime.tests.servers import SERVERS, ServerProcess, every_server
+from realtime.launcher import SERVERS, Worker
+from testsupport.auth import DEMO_PASSWORD
+from testsupport.processes import server_env
+from testsupport.servers import every_server
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -30,7 +32,7 @@ CSRF = "c" * 32
 
 @pytest.fixture(scope="module")
 def servers(django_db_setup, tmp_path_factory):
-    """Every server of SERVERS on the test database, started at once; {name: ServerProcess}."""
+    """Every server of SERVERS on the test database, started at once; {name: Worker}."""
     logs = tmp_path_factory.mktemp("throttle-servers")
     tag = uuid.uuid4().hex[:10]
 
@@ -57,20 +59,20 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str,
         return exc.code, dict(exc.headers), exc.read().decode()
 
 
-def token(server: ServerProcess, username: str, password: str, forwarded: str):
+def token(server: Worker, username: str, password: str, forwarded: str):
     body = json.dumps({"username": username, "password": password}).encode()
     headers = {"Content-Type": "application/json", "X-Forwarded-For": forwarded}
-    return post(f"{server.base}/api/token/", body, headers)
+    return post(f"{server.url}/api/token/", body, headers)
 
 
-def form_login(server: ServerProcess, username: str, password: str, forwarded: str):
+def form_login(server: Worker, username: str, password: str, forwarded: str):
     body = urlencode({"username": username, "password": password, "csrfmiddlewaretoken": CSRF}).encode()
     headers = {
         "Content-Type": "application/x-www-form-urlencoded",
         "Cookie": f"csrftoken={CSRF}",
         "X-Forwarded-For": forwarded,
     }
-    return post(f"{server.base}/accounts/login/", body, headers)
+    return post(f"{server.url}/accounts/login/", body, headers)
 
 
 @pytest.mark.parametrize("name", list(SERVERS))

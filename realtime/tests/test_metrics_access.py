@@ -12,7 +12,7 @@ import logging
 import orjson
 import pytest
 
-from conftest import http_from
+from testsupport.asgi import http_from
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

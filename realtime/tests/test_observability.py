@@ -10,10 +10,11 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from prometheus_client import REGISTRY
 
-from conftest import receive_type, session_cookie
 from notifications.services import notify
 from realtime.adapter import drain
 from realtime.operations.logs import JsonFormatter, log_event
+from testsupport.asgi import receive_type
+from testsupport.auth import session_cookie
 
 
 def sample(name: str, **labels: str) -> float:

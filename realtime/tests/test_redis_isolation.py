@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from realtime.tests.deployments import demo_databases, deployment_env, login, manage, query, serving
-from realtime.tests.faults import PrivateRedis, publish, running
-from realtime.tests.servers import ServerProcess, token_socket
+from realtime.launcher import Worker
+from testsupport.deployments import demo_databases, deployment_env, login, manage, query, serving
+from testsupport.faults import PrivateRedis, publish, running
+from testsupport.servers import token_socket
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(180)]
 
@@ -48,20 +49,20 @@ async def next_frame(ws, *types: str, wait: float = 15.0) -> dict:
         ws.presence_seen = [*getattr(ws, "presence_seen", []), frame]
 
 
-def namespace_logged(server: ServerProcess) -> str:
+def namespace_logged(server: Worker) -> str:
     (namespace,) = set(re.findall(r"event=redis_namespace namespace=(\S+)", server.log()))
     return namespace
 
 
 @dataclass
 class Deployment:
-    server: ServerProcess
+    server: Worker
     env: dict[str, str]
     database_url: str
     key: str  # an API key for /api/publish/*
 
     async def socket(self, path: str, username: str):
-        ws = await token_socket(f"{self.server.ws}{path}", await login(self.server.base, username))
+        ws = await token_socket(f"{self.server.ws}{path}", await login(self.server.url, username))
         await next_frame(ws, "welcome")
         return ws
 
@@ -72,7 +73,7 @@ class Deployment:
 
     async def post(self, body: str) -> None:
         status, answer = await asyncio.to_thread(
-            publish, self.server.base, self.key, "/api/publish/chat/lobby/", {"body": body}
+            publish, self.server.url, self.key, "/api/publish/chat/lobby/", {"body": body}
         )
         assert status == 201, answer
 

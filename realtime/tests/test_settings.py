@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from realtime.tests.servers import SERVERS, free_port, server_argv
+from realtime.launcher import SERVERS, free_port, server_argv
 
 ROOT = Path(settings.BASE_DIR)
 KEY = "DJANGO_SECRET_KEY"

@@ -6,22 +6,17 @@ import asyncio
 import base64
 import os
 import socket
-import sys
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from conftest import ORIGIN, session_cookie, stop_process, subprocess_env
 from notifications import services
-from realtime.tests.servers import (
-    SERVERS,
-    browser_socket,
-    free_port,
-    receive_json,
-    server_argv,
-    wait_ready,
-)
+from realtime.launcher import SERVERS, Worker
+from testsupport.asgi import ORIGIN
+from testsupport.auth import session_cookie
+from testsupport.processes import subprocess_env
+from testsupport.servers import browser_socket, receive_json
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -62,20 +57,11 @@ def read_until_closed(raw: socket.socket) -> int:
 @pytest.mark.parametrize("server", list(SERVERS))
 async def test_a_client_that_never_reads_is_cut_off_and_others_keep_receiving(server, alice, bob, tmp_path):
     """Its backlog is bounded: the worker drops it, stays up, and other sockets still get pushes."""
-    port = free_port()
     env = subprocess_env() | {"WS_MAX_BUFFER_BYTES": "262144"}
-    log_path = tmp_path / "worker.log"
-    log = log_path.open("wb")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *server_argv(server, port),
-        env=env,
-        cwd=str(settings.BASE_DIR),
-        stdout=log,
-        stderr=log,
-    )
+    worker = Worker(server, env=env, log_path=tmp_path / "worker.log")
+    port = worker.port
     try:
-        await wait_ready(f"http://127.0.0.1:{port}/readyz", process=process)
+        await worker.astart()
         cookie = await sync_to_async(session_cookie)(alice)
         raw = await asyncio.to_thread(open_without_reading, port, cookie)
         control = await browser_socket(f"ws://127.0.0.1:{port}/ws/notifications/", bob)
@@ -97,6 +83,5 @@ async def test_a_client_that_never_reads_is_cut_off_and_others_keep_receiving(se
         from django.db import connections
 
         await sync_to_async(connections.close_all)()  # this test's thread, so the database can go
-        await stop_process(process)
-        log.close()
-    assert "event=slow_client_dropped" in log_path.read_text()
+        await worker.astop()
+    assert "event=slow_client_dropped" in worker.log()

@@ -14,8 +14,9 @@ from asgiref.sync import sync_to_async
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conftest import closed_with, make_token, receive_type
 from realtime.authentication.tokens import issue_token
+from testsupport.asgi import closed_with, receive_type
+from testsupport.auth import make_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

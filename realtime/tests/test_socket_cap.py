@@ -18,9 +18,11 @@ from redis.asyncio import Redis
 from websockets.exceptions import ConnectionClosed
 
 from chat.models import Room
-from conftest import closed_with, receive_type, server_env
-from realtime.tests.faults import Worker, poll
-from realtime.tests.servers import SERVERS, browser_socket
+from realtime.launcher import SERVERS
+from testsupport.asgi import closed_with, receive_type
+from testsupport.faults import fault_worker, poll
+from testsupport.processes import server_env
+from testsupport.servers import browser_socket
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
@@ -85,11 +87,11 @@ def cap_env(tag: str, **extra: str) -> dict[str, str]:
 async def test_cap_counts_across_two_worker_processes(alice, room, tmp_path, name):
     """Two workers of each server: the 4th socket gets 4429 too_many_sockets; a closed one frees its slot."""
     env = cap_env(uuid.uuid4().hex[:10])
-    workers = [Worker(env, tmp_path / f"{name}-{n}.log", server=name) for n in range(2)]
+    workers = [fault_worker(env, tmp_path / f"{name}-{n}.log", server=name) for n in range(2)]
     sockets = []
     try:
         for worker in workers:
-            await worker.start()
+            await worker.astart()
         a, b = workers
         sockets.append(await opened(f"{a.ws}/ws/notifications/", alice))
         sockets.append(await opened(f"{a.ws}/ws/chat/{room.slug}/", alice))
@@ -116,20 +118,20 @@ async def test_cap_counts_across_two_worker_processes(alice, room, tmp_path, nam
         for ws in sockets:
             await ws.close()
         for worker in workers:
-            await worker.stop()
+            await worker.astop()
 
 
 async def test_killed_workers_slots_come_back_within_the_ttl(alice, room, tmp_path):
     """SIGKILL a worker holding the cap: its slots come back within the TTL; live ones stay counted."""
     tag = uuid.uuid4().hex[:10]
     env = cap_env(tag, WS_SOCKETS_TTL_SECONDS="3", WS_SOCKETS_HEARTBEAT_SECONDS="0.5")
-    workers = [Worker(env, tmp_path / f"worker-{n}.log") for n in range(2)]
+    workers = [fault_worker(env, tmp_path / f"worker-{n}.log") for n in range(2)]
     redis = Redis.from_url(settings.REDIS_URL)
     key = f"test-sockets-{tag}:{settings.REDIS_NAMESPACE}:{alice.pk}"
     sockets = []
     try:
         for worker in workers:
-            await worker.start()
+            await worker.astart()
         a, b = workers
         for path in ("/ws/notifications/", f"/ws/chat/{room.slug}/", "/ws/notifications/"):
             sockets.append(await opened(f"{a.ws}{path}", alice))
@@ -137,7 +139,7 @@ async def test_killed_workers_slots_come_back_within_the_ttl(alice, room, tmp_pa
             4429,
             "too_many_sockets",
         )
-        await a.stop()  # SIGKILL: no close, no release
+        await a.astop()  # SIGKILL: no close, no release
 
         async def welcomed():
             try:
@@ -171,6 +173,6 @@ async def test_killed_workers_slots_come_back_within_the_ttl(alice, room, tmp_pa
         for ws in sockets:
             await ws.close()
         for worker in workers:
-            await worker.stop()
+            await worker.astop()
         await redis.delete(key)
         await redis.aclose()

@@ -24,8 +24,11 @@ from django.conf import settings
 from playwright.async_api import expect
 from websockets.exceptions import ConnectionClosed
 
-from conftest import DEMO_PASSWORD, IN_CI, run_manage, session_cookie, subprocess_env
-from realtime.tests.servers import browser_socket, free_port, http_get, receive_json
+from realtime.launcher import free_port, http_get
+from testsupport.auth import DEMO_PASSWORD, session_cookie
+from testsupport.processes import run_manage, subprocess_env
+from testsupport.run import IN_CI
+from testsupport.servers import browser_socket, receive_json
 
 pytestmark = [pytest.mark.stack, pytest.mark.redis, pytest.mark.postgres]
 

@@ -12,8 +12,8 @@ import logging
 import pytest
 
 from config.settings import _socket_sources
-from conftest import http, receive_type
 from realtime.operations.logs import FIELDS
+from testsupport.asgi import http, receive_type
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -4,7 +4,6 @@
   const list = document.getElementById("inbox");
   const empty = document.getElementById("inbox-empty");
   const older = document.getElementById("older");
-  const state = document.getElementById("conn-state");
   const summary = document.getElementById("unread-summary");
   const badge = document.getElementById("bell-badge");
   const socket = window.notificationSocket;
@@ -128,10 +127,7 @@
   });
   document.getElementById("mark-all").addEventListener("click", markAll);
 
-  socket.addEventListener("state", (e) => {
-    state.textContent = RealtimeSocket.stateLabel(e.detail);
-    state.dataset.state = e.detail;
-  });
+  socket.showStateIn(document.getElementById("conn-state"));
   socket.addEventListener("welcome", (e) => showUnread(e.detail.unread));
   socket.addEventListener("notification", (e) => {
     add(e.detail.notification);

@@ -123,6 +123,14 @@
       this.dispatchEvent(new CustomEvent("state", { detail: state }));
     }
 
+    // A page's connection pill (#conn-state on the inbox and in a room) follows this socket from now on.
+    showStateIn(el) {
+      this.addEventListener("state", (e) => {
+        el.textContent = RealtimeSocket.stateLabel(e.detail);
+        el.dataset.state = e.detail;
+      });
+    }
+
     connect() {
       if (this.stopped) return;
       this.setState(this.lastId === null && this.attempt === 0 ? "connecting" : "reconnecting");

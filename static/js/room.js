@@ -7,7 +7,6 @@
   const list = document.getElementById("messages");
   const olderButton = document.getElementById("load-older");
   const historyStart = document.getElementById("history-start");
-  const stateEl = document.getElementById("conn-state");
   const errorEl = document.getElementById("room-error");
   const titleEl = document.getElementById("room-title");
   const onlineEl = document.getElementById("online");
@@ -103,8 +102,7 @@
   }
 
   function removeMessage(id) {
-    const li = shown.get(id);
-    if (li) li.remove();
+    shown.get(id)?.remove();
     shown.delete(id);
   }
 
@@ -313,11 +311,8 @@
   }
 
   // --- socket events -----------------------------------------------------------------
-  socket.addEventListener("state", (e) => {
-    stateEl.textContent = RealtimeSocket.stateLabel(e.detail);
-    stateEl.dataset.state = e.detail;
-    refreshPendingLabels();
-  });
+  socket.showStateIn(document.getElementById("conn-state"));
+  socket.addEventListener("state", refreshPendingLabels);
 
   socket.addEventListener("welcome", (e) => {
     const w = e.detail;

@@ -44,10 +44,7 @@
 
   const socket = new RealtimeSocket("/ws/live/", { openOnConnect: true, redirectOnAuthFailure: false });
   window.liveSocket = socket;
-  socket.addEventListener("state", (e) => {
-    pill.dataset.state = e.detail;
-    pill.textContent = RealtimeSocket.stateLabel(e.detail);
-  });
+  socket.showStateIn(pill);
   socket.addEventListener("open", () => {
     for (let i = 0; i < config.topics.length; i += MAX_PER_FRAME) {
       socket.send({ type: "subscribe", topics: config.topics.slice(i, i + MAX_PER_FRAME) });

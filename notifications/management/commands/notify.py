@@ -27,10 +27,7 @@ class Command(BaseCommand):
                 users=users,
                 groups=options["group"],
                 everyone=options["all"],
-                title=options["title"],
-                body=options["body"],
-                level=options["level"],
-                url=options["url"],
+                **services.content_of(options),
             )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None

@@ -2,7 +2,7 @@
 
 A deployment here is what an operator runs: a database made with `migrate`
 and `seed_demo`, server processes under any launcher the project supports
-(`realtime.tests.servers.SERVERS`), and Redis, with the settings' defaults
+(`realtime.launcher.SERVERS`), and Redis, with the settings' defaults
 wherever the test does not say otherwise (no per-test prefixes or namespace).
 Everything is on loopback, private to the test, and removed at the end.
 """
@@ -25,10 +25,10 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from django.conf import settings
 
-from conftest import run_manage, subprocess_env
 from notifications.management.commands.seed_demo import DEMO_PASSWORD
-from realtime.tests.faults import PrivateRedis, poll, post_json, spare_port
-from realtime.tests.servers import ServerProcess
+from realtime.launcher import Worker, free_port
+from testsupport.faults import PrivateRedis, poll, post_json
+from testsupport.processes import run_manage, subprocess_env
 
 # What the test run sets so that its own processes share names in Redis; a
 # deployment of its own uses the defaults instead.
@@ -93,9 +93,9 @@ async def query(database_url: str, sql: str, *params) -> list[tuple]:
 
 
 @contextlib.asynccontextmanager
-async def serving(*servers: tuple[str, dict[str, str], Path]) -> AsyncIterator[list[ServerProcess]]:
-    """Start (name, env, log path) servers together, wait until each is ready; stop them at the end."""
-    started = [ServerProcess(name, env, log_path) for name, env, log_path in servers]
+async def serving(*servers: tuple[str, dict[str, str], Path]) -> AsyncIterator[list[Worker]]:
+    """Start (launcher, env, log path) servers together, wait until each is ready; stop them at the end."""
+    started = [Worker(name, env=env, log_path=log_path).spawn() for name, env, log_path in servers]
     try:
         await asyncio.gather(*(asyncio.to_thread(server.wait_ready) for server in started))
         yield started
@@ -144,7 +144,7 @@ class PrivateSentinel:
         self.replica = PrivateRedis(
             "--dir", str(directory), "--replicaof", "127.0.0.1", str(self.master.port)
         )
-        self.port = spare_port()
+        self.port = free_port()
         self.sentinel: asyncio.subprocess.Process | None = None
 
     @property

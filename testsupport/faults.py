@@ -1,9 +1,9 @@
 """Helpers of the fault tests (issue 7): private services and workers on loopback, recording clients.
 
 Each fault test owns what it breaks: a private `redis-server` (`PrivateRedis`)
-or PostgreSQL cluster made with `initdb` (`PrivatePostgres`) on a spare port,
-never the machine's shared instances, and worker subprocesses (`python -m
-realtime.serve`, `Worker`) pointed at them. `Follower`s reconnect and resume
+or PostgreSQL cluster made with `initdb` (`PrivatePostgres`) on a free port,
+never the machine's shared instances, and worker subprocesses
+(`fault_worker`: realtime.launcher's, killed when stopped) pointed at them. `Follower`s reconnect and resume
 like the browser client and record every id they got per connection; `settle`
 compares them with the database at the end: no gap, no duplicate.
 """
@@ -17,7 +17,6 @@ import os
 import pwd
 import shutil
 import signal
-import sys
 import tempfile
 import time
 import urllib.error
@@ -29,29 +28,29 @@ from pathlib import Path
 
 import psycopg
 from channels.db import database_sync_to_async
-from django.conf import settings
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from chat.models import Message
-from conftest import subprocess_env, tcp_probe
 from notifications.models import Notification
-from realtime.tests.servers import browser_socket, free_port, http_get, server_argv, token_socket
+from realtime.launcher import Worker, free_port
+from testsupport.processes import subprocess_env
+from testsupport.servers import browser_socket, token_socket
 
-_claimed: set[int] = set()
 
-
-def spare_port() -> int:
-    """A loopback port for a private service or worker, picked by the kernel.
-
-    Not the first free port of a fixed range: test runs of several people on
-    one machine each took it at about the same moment, and a worker that lost
-    the race to bind it left its test talking to another run's worker.
-    """
-    while True:
-        port = free_port()
-        if port not in _claimed:
-            _claimed.add(port)  # two workers made before either listens get different ports
-            return port
+async def tcp_probe(port: int, request: bytes, *, seconds: float = 2.0) -> bytes | None:
+    """The first line a loopback server answers to `request`, or None if it does not (yet)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), seconds)
+    except (OSError, TimeoutError):
+        return None
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.readline(), seconds)
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        writer.close()
 
 
 async def poll(check, *, seconds: float, what: str):
@@ -68,7 +67,7 @@ async def poll(check, *, seconds: float, what: str):
 
 class PrivateRedis:
     def __init__(self, *options: str) -> None:
-        self.port = spare_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.options = options  # more redis-server options, e.g. a replica's --replicaof
         self.process: asyncio.subprocess.Process | None = None
@@ -125,7 +124,7 @@ class PrivatePostgres:
     database = "relay"
 
     def __init__(self) -> None:
-        self.port = spare_port()
+        self.port = free_port()
         self.url = f"postgres://postgres@127.0.0.1:{self.port}/{self.database}"
         self.dir: Path | None = None
 
@@ -187,48 +186,12 @@ class PrivatePostgres:
             raise RuntimeError(f"{program} failed ({process.returncode}): {output.decode(errors='replace')}")
 
 
-class Worker:
-    """A worker process: `server` names its launcher in realtime.tests.servers.SERVERS."""
+def fault_worker(env: dict[str, str], log_path: Path, server: str = "realtime.serve") -> Worker:
+    """A worker under launcher `server` (realtime.launcher.SERVERS) that `stop()` kills, as a crash would.
 
-    def __init__(self, env: dict[str, str], log_path, server: str = "realtime.serve") -> None:
-        self.server = server
-        self.port = spare_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.ws = f"ws://127.0.0.1:{self.port}"
-        self.env = env
-        self.log_path = log_path
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self._log = open(self.log_path, "ab")  # noqa: ASYNC230 - handed to the child
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *server_argv(self.server, self.port),
-            env=self.env,
-            cwd=str(settings.BASE_DIR),
-            stdout=self._log,
-            stderr=self._log,
-        )
-
-        async def ready():
-            assert self.process.returncode is None, f"worker exited; see {self.log_path}"
-            try:
-                return (await asyncio.to_thread(http_get, f"{self.base}/readyz", 2))[0] == 200
-            except OSError:
-                return False
-
-        await poll(ready, seconds=40, what="worker ready")
-
-    async def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.returncode is None:
-            process.kill()
-            await process.wait()
-        if process is not None:
-            self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    What a fault test breaks, it breaks for real: no drain, no goodbye to Redis or the database.
+    """
+    return Worker(server, env=env, log_path=log_path, stop_grace=0)
 
 
 def worker_env(redis: PrivateRedis, **extra: str) -> dict[str, str]:
@@ -424,11 +387,12 @@ def check_answers(poster: Poster) -> None:
 
 @contextlib.asynccontextmanager
 async def running(*things):
+    """Stop the private servers and workers at the end, in the order given."""
     try:
         yield
     finally:
         for thing in things:
-            await thing.stop()
+            await (thing.astop() if isinstance(thing, Worker) else thing.stop())
 
 
 async def follow(

@@ -1,0 +1,15 @@
+"""What Relay's own tests share: the helpers the root conftest.py's hooks and fixtures delegate to.
+
+- `run`: this test run's own names in a shared Redis, what CI requires, clean-up at the end;
+- `auth`: the personas' password, session cookies and headers, hand-made tokens;
+- `asgi`: requests and sockets through the real ASGI application, in process;
+- `processes`: other processes on this test's database and Redis names (`manage.py`,
+  workers through `realtime.launcher`);
+- `servers`: clients of a server running in a subprocess (sockets, raw handshakes, /metrics);
+- `browser`: Chromium through Playwright, and what it reports (page errors, CSP violations);
+- `faults`: private Redis and PostgreSQL servers to break, and clients that record what they got;
+- `deployments`: whole deployments (scratch databases, Sentinel) as an operator runs them.
+
+Not the test kit: `relay_testing/` is the pytest plugin a project using the
+service loads; nothing there may depend on this package.
+"""
