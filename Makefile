@@ -20,6 +20,7 @@ $(BIN)/.installed-dev: $(BIN)/.installed requirements-dev.txt
 venv-dev: $(BIN)/.installed-dev
 
 # Development server with demo data: SQLite unless DATABASE_URL says otherwise.
+# `demo_ticker` runs beside it (stopped with it) and moves the /live/ board's prices.
 # config.devenv writes .env when there is none (debug on, a generated key, the
 # Redis on 127.0.0.1:6379 if one answers, DATABASE_URL if set) and never
 # changes it after; the settings read it for every command, so `manage.py
@@ -28,7 +29,9 @@ run: $(BIN)/.installed
 	$(BIN)/python -m config.devenv
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
-	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+	$(BIN)/python manage.py demo_ticker & ticker=$$!; \
+		trap 'kill $$ticker 2>/dev/null' EXIT INT TERM; \
+		$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 # Tests against DATABASE_URL and REDIS_URL when set (CI sets both), else SQLite
 # and the in-process layer, with the Redis-only tests skipped.

@@ -344,6 +344,23 @@ PRESENCE_FLUSH_MS = env_int("PRESENCE_FLUSH_MS", 500, minimum=1)
 # Names in the chat welcome and in one presence frame; more changes send only the count.
 PRESENCE_LIST_MAX = env_int("PRESENCE_LIST_MAX", 100, minimum=1)
 
+# --- Live topics (see live/ and docs/protocol.md, "/ws/live/") ---------------------------
+INSTALLED_APPS += ["live"]  # here, with the rest of the live settings
+LIVE_KEY_PREFIX = env_str("LIVE_KEY_PREFIX", "live")
+LIVE_MAX_TOPICS = env_int("LIVE_MAX_TOPICS", 200, minimum=1)  # per socket (contract v2)
+# The largest value any topic may accept (a declaration's max_bytes is checked against it).
+LIVE_MAX_VALUE_BYTES = env_int("LIVE_MAX_VALUE_BYTES", 256 * 1024, minimum=64)
+# A socket whose connection holds more unsent bytes than this gets only the newest
+# value of each topic, when it has read enough (conflation); it is never cut off
+# (a value is written only where it fits under WS_MAX_BUFFER_BYTES: live/outbox.py).
+LIVE_BUFFER_BYTES = env_int("LIVE_BUFFER_BYTES", 128 * 1024, minimum=1024)
+LIVE_FLUSH_POLL_MS = env_int("LIVE_FLUSH_POLL_MS", 20, minimum=1)  # how often a backed-up socket is looked at
+LIVE_ANONYMOUS_SOCKETS_PER_ADDRESS = env_int("LIVE_ANONYMOUS_SOCKETS_PER_ADDRESS", 20, minimum=1)
+LIVE_SUBSCRIBE_RATE_PER_SECOND = env_float("LIVE_SUBSCRIBE_RATE_PER_SECOND", 5.0, minimum=0.001)
+LIVE_SUBSCRIBE_BURST = env_int("LIVE_SUBSCRIBE_BURST", 20, minimum=1)  # subscribe/unsubscribe frames
+LIVE_RULES_CACHE_SECONDS = env_float("LIVE_RULES_CACHE_SECONDS", 2.0, minimum=0.0)
+LIVE_REDIS_CONNECTIONS = env_int("LIVE_REDIS_CONNECTIONS", 32, minimum=1)  # per worker
+
 # --- Internationalisation, static files -----------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

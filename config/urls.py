@@ -4,6 +4,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from chat import urls as chat_urls
+from live import urls as live_urls
 from notifications import urls as notifications_urls
 from realtime import http as realtime_http
 from realtime.authentication import api as auth_api
@@ -26,9 +27,11 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("notifications/", include("notifications.urls")),
     path("chat/", include("chat.urls")),
+    path("live/", include(live_urls.urlpatterns)),
     path("api/token/", auth_api.token),
     path("api/", include(notifications_urls.api_urlpatterns)),
     path("api/", include(chat_urls.api_urlpatterns)),
+    path("api/", include(live_urls.api_urlpatterns)),
     path("healthz", health.healthz),
     path("readyz", health.readyz),
     path("metrics", metrics.metrics_view),

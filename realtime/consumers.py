@@ -83,6 +83,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     frames: ClassVar[Mapping[str, type[ClientFrame]]] = {}
     endpoint: ClassVar[str] = "socket"
+    # Sockets without credentials are served (`anonymous()`) instead of closed at the deadline.
+    allows_anonymous: ClassVar[bool] = False
     # Endpoints whose items have ordered ids (rooms, inboxes): the highest id delivered.
     cursor: int = 0
     # Class defaults, so `disconnect()` can run whatever point the socket reached.
@@ -182,6 +184,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             if self.auth_method == "token":
                 self.token_expires_at = self.scope.get("token_expires_at")
             await self._run(self._start, user)
+        elif self.allows_anonymous:
+            await self._run(self.anonymous)
         else:
             self._auth_timer = asyncio.ensure_future(self._auth_deadline())
 
@@ -209,7 +213,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if self._has_slot:
             self._has_slot = False
             socket_cap.get_slots().release(socket=self.socket_id)
-        if self.user is not None:
+        if self.user is not None or self.allows_anonymous:
             await self.left()
         hub = get_hub()
         for group in self._hub_groups:
@@ -271,8 +275,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         """Authorize, join groups and send `welcome`. May raise CloseSocket."""
         raise NotImplementedError
 
+    async def anonymous(self) -> None:
+        """On endpoints that allow anonymous sockets: set up one accepted without credentials.
+
+        May raise CloseSocket. A later `auth` frame makes it authenticated (`authenticated()`).
+        """
+
     async def left(self) -> None:
-        """Called once when an authenticated socket goes away."""
+        """Called once when an authenticated socket goes away (any socket on `allows_anonymous` endpoints)."""
 
     async def authenticate_token(self, frame: Auth) -> VerifiedToken:
         """The user (and expiry) of an `auth` frame's token, or FrameError not_authenticated."""
@@ -319,7 +329,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 # (A session socket has no expiry to extend.) Success is silent.
                 self.token_expires_at = verified.expires_at
                 self._schedule_expiry()
-        elif self.user is None:
+        elif self.user is None and not self.allows_anonymous:
             raise FrameError(ErrorCode.NOT_AUTHENTICATED, "authenticate first")
         else:
             await getattr(self, f"frame_{frame.type}")(frame)
@@ -340,6 +350,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.send_error(ErrorCode.SERVER_ERROR, "unexpected server error", ref)
 
     # --- frames out ----------------------------------------------------------------
+    @property
+    def writer(self) -> wire.Writer | None:
+        """The pre-framed writer onto this socket's connection, or None (send through ASGI)."""
+        return self._write
+
     async def send_frame(self, frame: Mapping[str, Any]) -> None:
         if not self.closed:
             observe.frame_out(self, frame)  # metrics

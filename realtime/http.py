@@ -64,9 +64,11 @@ def validation_detail(exc: ValidationError) -> dict[str, str] | str:
     return "; ".join(exc.messages)
 
 
-def json_body(request: HttpRequest, *, allow_empty: bool = False) -> dict[str, Any]:
-    if len(request.body) > settings.WS_MAX_FRAME_BYTES:
-        raise ApiError(413, "too_large", f"body over {settings.WS_MAX_FRAME_BYTES} bytes")
+def json_body(request: HttpRequest, *, allow_empty: bool = False, limit: int | None = None) -> dict[str, Any]:
+    """The request's JSON object; bodies over `limit` bytes (default WS_MAX_FRAME_BYTES) are 413."""
+    limit = limit or settings.WS_MAX_FRAME_BYTES
+    if len(request.body) > limit:
+        raise ApiError(413, "too_large", f"body over {limit} bytes")
     if not request.body:
         if allow_empty:
             return {}
@@ -184,6 +186,24 @@ def api(*methods: str) -> Callable:
     """Decorate a JSON view: allowed methods, a logged-in user, uniform errors."""
     # CSRF is enforced by authenticate_bearer, for session requests only.
     return _json_view(methods, authenticate_bearer)
+
+
+def _authenticate_if_sent(request: HttpRequest) -> HttpResponse | None:
+    """A bearer token when one is sent; else the session, or nobody (the view decides what that may read).
+
+    For safe methods only (see `public_api`): a session then needs no CSRF token.
+    """
+    auth = authorization(request)
+    if auth is not None and auth[0] == "bearer":
+        return authenticate_bearer(request)
+    return None
+
+
+def public_api(*methods: str) -> Callable:
+    """Decorate a read-only JSON view open to anonymous callers (`request.user` may be anonymous)."""
+    if set(methods) - {"GET", "HEAD"}:
+        raise ValueError("public_api is for reads: a session that writes needs the CSRF check")
+    return _json_view(methods, _authenticate_if_sent)
 
 
 def _authenticate_api_key(request: HttpRequest) -> HttpResponse | None:

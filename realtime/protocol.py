@@ -8,6 +8,8 @@ forwarded to the channel layer, where Channels would map it to a method name.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
@@ -30,6 +32,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     FORBIDDEN = "forbidden"
     NOT_AUTHENTICATED = "not_authenticated"
+    UNKNOWN_TOPIC = "unknown_topic"  # v2: /ws/live/ and the topic API; the error frame names the topic
     UNAVAILABLE = "unavailable"
     SERVER_ERROR = "server_error"
 
@@ -61,6 +64,8 @@ class Event(StrEnum):
     # Users lost access to a private room: its sockets of theirs close with 4403
     # (chat.services.revoke_access).
     REVOKE = "push.revoke"
+    # A new value of a live topic, to the topic's group (live.services.publish_topic).
+    TOPIC = "push.topic"
 
 
 class ServerFrame(StrEnum):
@@ -76,6 +81,10 @@ class ServerFrame(StrEnum):
     PRESENCE = "presence"
     PONG = "pong"
     ERROR = "error"
+    # /ws/live/ (live topics)
+    SUBSCRIBED = "subscribed"
+    UPDATE = "update"
+    UNSUBSCRIBED = "unsubscribed"
 
 
 class LayerMessage(StrEnum):
@@ -115,6 +124,19 @@ def broadcast_group() -> str:
 def room_group(room_id: int) -> str:
     # By id, not slug: group names are limited to 100 ASCII characters.
     return f"room.{room_id}"
+
+
+# Live topic names (contract v2); a group name must stay under 100 characters.
+TOPIC_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
+_TOPIC_GROUP_NAME_MAX = 90
+
+
+def topic_group(name: str) -> str:
+    """Every worker with a socket subscribed to the live topic `name`."""
+    if len(name) <= _TOPIC_GROUP_NAME_MAX:
+        return f"topic.{name}"
+    # Long names would exceed Channels' limit on group names: a digest instead.
+    return "topic-h." + hashlib.sha256(name.encode()).hexdigest()[:40]
 
 
 class FrameError(Exception):
@@ -197,6 +219,38 @@ CHAT_FRAMES: Mapping[str, type[ClientFrame]] = {
 }
 
 
+# --- /ws/live/ ---------------------------------------------------------------------------
+LIVE_NAMES_PER_FRAME = 100  # names in one subscribe or unsubscribe frame (contract v2)
+LIVE_PUBLISH_MAX_BYTES = 16 * 1024  # a client's `publish` data, as JSON (contract v2)
+# A string longer than any topic name is a malformed frame, not an unknown topic.
+TopicName = Annotated[Text, Field(min_length=1, max_length=100)]
+
+
+class Subscribe(ClientFrame):
+    type: Literal["subscribe"]
+    topics: Annotated[list[TopicName], Field(min_length=1)]
+
+
+class Unsubscribe(ClientFrame):
+    type: Literal["unsubscribe"]
+    topics: Annotated[list[TopicName], Field(min_length=1)]
+
+
+class Publish(ClientFrame):
+    type: Literal["publish"]
+    topic: TopicName
+    data: Any
+
+
+LIVE_FRAMES: Mapping[str, type[ClientFrame]] = {
+    "auth": Auth,
+    "ping": Ping,
+    "subscribe": Subscribe,
+    "unsubscribe": Unsubscribe,
+    "publish": Publish,
+}
+
+
 def parse_frame(text: str, frames: Mapping[str, type[ClientFrame]]) -> ClientFrame:
     """Decode and validate one text frame, or raise FrameError."""
     if not text:
@@ -231,8 +285,12 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def error_frame(code: ErrorCode, detail: str, ref: str | None = None) -> dict[str, Any]:
+def error_frame(
+    code: ErrorCode, detail: str, ref: str | None = None, *, topic: str | None = None
+) -> dict[str, Any]:
     frame: dict[str, Any] = {"type": ServerFrame.ERROR, "code": str(code), "detail": detail}
+    if topic is not None:
+        frame["topic"] = topic  # /ws/live/: the topic refused, the frame's others went ahead
     if ref is not None:
         frame["ref"] = ref
     return frame

@@ -30,6 +30,7 @@ def subprocess_env() -> dict[str, str]:
     env["CHAT_RATE_KEY_PREFIX"] = settings.CHAT_RATE_KEY_PREFIX
     env["WS_SOCKETS_KEY_PREFIX"] = settings.WS_SOCKETS_KEY_PREFIX
     env["LOGIN_THROTTLE_KEY_PREFIX"] = settings.LOGIN_THROTTLE_KEY_PREFIX
+    env["LIVE_KEY_PREFIX"] = settings.LIVE_KEY_PREFIX
     env.setdefault("DJANGO_SECRET_KEY", settings.SECRET_KEY)
     return env
 

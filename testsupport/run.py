@@ -41,6 +41,7 @@ def configure() -> None:
     settings.CHAT_RATE_KEY_PREFIX = f"{run}-rate"
     settings.WS_SOCKETS_KEY_PREFIX = f"{run}-sockets"
     settings.LOGIN_THROTTLE_KEY_PREFIX = f"{run}-login"
+    settings.LIVE_KEY_PREFIX = f"{run}-live"
 
 
 def skip_unavailable(items: list[pytest.Item]) -> None:

@@ -58,6 +58,10 @@ class _Corkable:
     def write(self, frame: bytes) -> None:
         raise NotImplementedError
 
+    def buffered(self) -> int:
+        """Bytes written that the client has not taken yet (live.outbox conflates past a bound)."""
+        return 0
+
 
 Writer = _Corkable
 

@@ -92,6 +92,10 @@ class _AsyncioWriter(Writer):
             _too_slow(buffered)
             transport.abort()
 
+    def buffered(self) -> int:
+        transport = self.protocol.transport
+        return 0 if transport is None else transport.get_write_buffer_size()
+
 
 class _TwistedWriter(Writer):
     """daphne: send on the socket directly while Twisted has nothing queued for it.
@@ -137,3 +141,7 @@ class _TwistedWriter(Writer):
         if buffered > self.limit:
             _too_slow(buffered)
             transport.abortConnection()
+
+    def buffered(self) -> int:
+        transport = self.protocol.transport
+        return 0 if transport is None else twisted_buffered(transport)

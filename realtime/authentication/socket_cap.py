@@ -68,7 +68,7 @@ return #KEYS
 """
 
 
-def _key(user_id: int) -> str:
+def _key(user_id: int | str) -> str:
     return f"{redis_client.namespaced(settings.WS_SOCKETS_KEY_PREFIX)}:{user_id}"
 
 
@@ -86,10 +86,10 @@ class Slots:
     """This worker's sockets' slots: one per hub (a worker has one), closed with it."""
 
     def __init__(self) -> None:
-        self.local: dict[str, int] = {}  # socket id -> user id, sockets holding a slot here
-        self.counts: dict[int, int] = {}  # user id -> sockets holding a slot here
+        self.local: dict[str, int | str] = {}  # socket id -> user id, sockets holding a slot here
+        self.counts: dict[int | str, int] = {}  # user id -> sockets holding a slot here
         self._scripts: _Scripts | None = None
-        self._releasing: list[tuple[str, int]] = []
+        self._releasing: list[tuple[str, int | str]] = []
         self._releaser: asyncio.Task | None = None
         self._beating: asyncio.Task | None = None
 
@@ -98,9 +98,12 @@ class Slots:
             self._scripts = _Scripts()
         return self._scripts
 
-    async def take(self, *, user_id: int, socket: str) -> bool:
-        """Take a slot for this socket; False when the user already holds the cap."""
-        cap = settings.WS_MAX_SOCKETS_PER_USER
+    async def take(self, *, user_id: int | str, socket: str, cap: int | None = None) -> bool:
+        """Take a slot for this socket; False when the user already holds the cap.
+
+        `user_id` may be another holder's key with its own `cap` (live.limits: anonymous sockets by address).
+        """
+        cap = cap or settings.WS_MAX_SOCKETS_PER_USER
         if redis_client.configured():
             args = [socket, cap, settings.WS_SOCKETS_TTL_SECONDS]
             taken = bool(await self._redis().take(keys=[_key(user_id)], args=args))
@@ -141,7 +144,7 @@ class Slots:
             except Exception:
                 logger.exception("socket slots: release failed")
 
-    async def _update(self, op: str, entries: list[tuple[str, int]]) -> None:
+    async def _update(self, op: str, entries: list[tuple[str, int | str]]) -> None:
         keys = [_key(user_id) for _, user_id in entries]
         args = [op, settings.WS_SOCKETS_TTL_SECONDS, *(socket for socket, _ in entries)]
         await self._redis().update(keys=keys, args=args)

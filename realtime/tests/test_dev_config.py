@@ -22,7 +22,8 @@ import pytest
 from django.conf import settings
 from dotenv import dotenv_values
 
-from realtime.launcher import Worker
+from realtime.launcher import Worker, http_get
+from testsupport.faults import poll
 from testsupport.processes import run_manage, subprocess_env
 from testsupport.servers import receive_json, token_socket
 
@@ -33,7 +34,7 @@ SERVICE_VARIABLES = ("DJANGO_", "REDIS_", "DATABASE_", "PYTHON_DOTENV_", "MAKE",
 
 # This run's Redis prefixes: they keep its groups and keys apart on a shared
 # Redis, and are the same in every process, as one deployment's are.
-RUN_PREFIXES = ("CHANNEL_LAYER_PREFIX", "PRESENCE_KEY_PREFIX", "CHAT_RATE_KEY_PREFIX")
+RUN_PREFIXES = ("CHANNEL_LAYER_PREFIX", "PRESENCE_KEY_PREFIX", "CHAT_RATE_KEY_PREFIX", "LIVE_KEY_PREFIX")
 
 
 def new_shell(env_file: Path) -> dict[str, str]:
@@ -88,6 +89,12 @@ def get_token(port: int, username: str, password: str) -> str:
         return json.loads(response.read())["access"]
 
 
+async def moved(port: int) -> bool:
+    """Some demo price has been published again since seed_demo."""
+    status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/api/topics/stocks.v/", 2)
+    return status == 200 and (json.loads(body)["seq"] or 0) > 1
+
+
 @pytest.mark.redis  # `make run` finds the Redis on 127.0.0.1:6379 (CI's and the machines')
 @pytest.mark.django_db(transaction=True)
 async def test_the_readmes_notify_from_a_second_shell_reaches_a_page_served_by_make_run(tmp_path):
@@ -123,6 +130,8 @@ async def test_the_readmes_notify_from_a_second_shell_reaches_a_page_served_by_m
         title, body = command[command.index("--title") + 1], command[command.index("--body") + 1]
         assert (frame["notification"]["title"], frame["notification"]["body"]) == (title, body)
         await socket.close()
+        # demo_ticker runs beside the server: the seeded prices move (seq past 1).
+        await poll(lambda: moved(port), seconds=60, what="a demo price moved")
     finally:
         await make_run.astop()
     written = dotenv_values(env_file)

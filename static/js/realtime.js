@@ -15,6 +15,8 @@
 //   back within `pongTimeout` ms (by default a dead link is noticed within 25 s);
 // - `post(frame)` keeps a frame with a `client_id` in an outbox until the server echoes it back, and
 //   re-sends it with the same client_id after every reconnect, so nothing is lost and nothing doubles.
+// - `openOnConnect` (endpoints without a `welcome`, such as /ws/live/): the state is "open" as soon as
+//   the socket opens, with an "open" event after each (re)connect for the page to subscribe again.
 (function () {
   "use strict";
 
@@ -32,6 +34,7 @@
     loginUrl: "/accounts/login/",
     redirectOnAuthFailure: true,
     itemOf: null, // frame -> item with an `id` (notification, message) or null
+    openOnConnect: false, // "open" (and an "open" event) when the socket opens, not at `welcome`
   };
 
   function randomId() {
@@ -143,7 +146,12 @@
       this.ws = ws;
       this.synced = false;
       ws.onopen = () => {
-        if (ws === this.ws) this.startHeartbeat();
+        if (ws !== this.ws) return;
+        this.startHeartbeat();
+        if (this.options.openOnConnect) {
+          this.setState("open");
+          this.dispatchEvent(new CustomEvent("open"));
+        }
       };
       ws.onmessage = (e) => {
         if (ws !== this.ws) return;
@@ -240,6 +248,9 @@
 
     // --- frames in ---------------------------------------------------------------------
     onFrame(frame) {
+      // Without a welcome, any frame shows the server took the socket: the backoff starts over.
+      // (A socket closed right after opening, 4429 or 1011, gets none and keeps backing off.)
+      if (this.options.openOnConnect) this.attempt = 0;
       switch (frame.type) {
         case "welcome":
           return this.onWelcome(frame);

@@ -1,4 +1,4 @@
-"""Demo users (and, once chat exists, rooms) for `make run`. Safe to run twice."""
+"""Demo users, rooms and live topics for `make run`. Safe to run twice."""
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from chat.services import seed_demo_rooms
+from live.services import seed_demo_topics
 
 DEMO_PASSWORD = "demo-pass-123"  # noqa: S105 - demo data for local runs, printed on purpose
 DEMO_USERS = [("alice", True), ("bob", False), ("carol", False), ("dave", False)]
@@ -13,7 +14,7 @@ DEMO_GROUP = "staff-demo"
 
 
 class Command(BaseCommand):
-    help = "Create demo users and rooms, and print the demo logins."
+    help = "Create demo users, rooms and live topics, and print the demo logins."
 
     @transaction.atomic
     def handle(self, *args, **options):
@@ -31,7 +32,9 @@ class Command(BaseCommand):
             if username in ("alice", "bob"):
                 user.groups.add(group)
         rooms = seed_demo_rooms()
+        seed_demo_topics()
         self.stdout.write(f"Demo logins (password for all: {DEMO_PASSWORD}):")
         for username, is_admin in DEMO_USERS:
             self.stdout.write(f"  {username}{'  (admin)' if is_admin else ''}")
         self.stdout.write("Chat rooms: " + ", ".join(f"/chat/{room.slug}/" for room in rooms))
+        self.stdout.write("Live board: /live/ (public topics stocks.*; `manage.py demo_ticker` moves them)")

@@ -1,0 +1,205 @@
+"""`/ws/live/`: any number of live topics on one socket (contract v2).
+
+Anonymous sockets are accepted here, and only here (`allows_anonymous`), and
+may read only public topics; an `auth` frame makes one authenticated. Frames:
+`subscribe` / `unsubscribe` (at most 100 names a frame, LIVE_MAX_TOPICS in
+all), `publish` where the topic lets clients publish, `ping`. A refused
+topic gets an error frame naming it (`unknown_topic`, `forbidden`,
+`too_large` past the socket's topic cap) while the frame's other topics go
+ahead. Values go out through the socket's `Outbox` (conflation); the worker's
+`Router` holds one hub subscription per topic.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.conf import settings
+
+from live import limits, selectors
+from live.fanout import get_router
+from live.outbox import Outbox
+from live.selectors import Rule, Rules
+from live.services import TopicError, checked, encode_value, topic_event
+from realtime import db
+from realtime.consumers import CloseSocket, RealtimeConsumer
+from realtime.fanout import push
+from realtime.operations import observe
+from realtime.operations.errors import UNAVAILABLE_ERRORS
+from realtime.protocol import (
+    LIVE_FRAMES,
+    LIVE_NAMES_PER_FRAME,
+    LIVE_PUBLISH_MAX_BYTES,
+    CloseCode,
+    CloseReason,
+    ErrorCode,
+    FrameError,
+    Publish,
+    ServerFrame,
+    Subscribe,
+    Unsubscribe,
+    error_frame,
+    topic_group,
+)
+
+load_rules = db.frames(selectors.load_rules)
+user_group_ids = db.frames(selectors.user_group_ids)
+
+
+class LiveConsumer(RealtimeConsumer):
+    frames = LIVE_FRAMES
+    endpoint = "live"
+    allows_anonymous = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.outbox: Outbox | None = None
+        self.subscribe_bucket = limits.subscribe_bucket()
+        self.publish_buckets: dict[int, limits.Bucket] = {}
+        self._groups: tuple[float, frozenset[int]] | None = None
+
+    # --- who is calling ---------------------------------------------------------------
+    async def anonymous(self) -> None:
+        try:
+            taken = await limits.take_anonymous(self.scope, self.socket_id)
+        except UNAVAILABLE_ERRORS:
+            raise CloseSocket(CloseCode.SERVER_ERROR, "unavailable") from None
+        if taken and self.closed:
+            limits.release_anonymous(self.socket_id)  # gone while the slot was being taken
+        if not taken:
+            raise CloseSocket(CloseCode.RATE_LIMITED, CloseReason.TOO_MANY_SOCKETS)
+        self._ready()
+
+    async def authenticated(self) -> None:
+        # An anonymous socket that sent `auth` now counts as its user's, not its address's.
+        limits.release_anonymous(self.socket_id)
+        self._groups = None
+        self.publish_buckets.clear()
+        self._ready()
+
+    def _ready(self) -> None:
+        if self.outbox is None:
+            self.outbox = Outbox(self)
+
+    async def left(self) -> None:
+        limits.release_anonymous(self.socket_id)
+        outbox, self.outbox = self.outbox, None
+        if outbox is None:
+            return
+        topics = list(outbox.topics)
+        outbox.close()
+        await get_router().remove(topics, outbox)
+
+    # --- client frames --------------------------------------------------------------
+    async def frame_subscribe(self, frame: Subscribe) -> None:
+        names = self._names(frame.topics)
+        rules = await self._rules()
+        outbox = self.outbox
+        if outbox is None:
+            return  # the socket was refused (and is closing)
+        accepted: list[str] = []
+        room = settings.LIVE_MAX_TOPICS - len(outbox.topics)  # for topics new to this socket
+        for name in names:
+            rule = rules.find(name)
+            if rule is None:
+                await self._refuse(ErrorCode.UNKNOWN_TOPIC, name, "no such topic", frame.ref)
+            elif not await self._may_read(rule):
+                await self._refuse(ErrorCode.FORBIDDEN, name, "you may not read this topic", frame.ref)
+            elif name not in outbox.topics and room <= 0:
+                detail = f"at most {settings.LIVE_MAX_TOPICS} topics per socket"
+                await self._refuse(ErrorCode.TOO_LARGE, name, detail, frame.ref)
+            else:
+                room -= name not in outbox.topics
+                accepted.append(name)
+        if not accepted or self.closed:
+            return
+        router = get_router()
+        for name in accepted:
+            outbox.subscribing(name)
+        try:
+            # Joined before the snapshot is read, so no value published in between is missed.
+            await router.add(accepted, outbox)
+            values = await router.store.read(accepted)
+        except BaseException:
+            for name in accepted:
+                outbox.unsubscribe(name)
+            await router.remove(accepted, outbox)
+            raise
+        for value in values:
+            outbox.snapshot(value)
+        await outbox.flush()
+
+    async def frame_unsubscribe(self, frame: Unsubscribe) -> None:
+        names = self._names(frame.topics)
+        outbox = self.outbox
+        gone = [name for name in names if outbox is not None and name in outbox.topics]
+        for name in gone:
+            outbox.unsubscribe(name)
+        await get_router().remove(gone, outbox)
+        await self.send_frame({"type": ServerFrame.UNSUBSCRIBED, "topics": names})
+
+    async def frame_publish(self, frame: Publish) -> None:
+        try:
+            await self._publish(frame.topic, frame.data)
+        except _TopicRefused as exc:
+            await self._refuse(exc.code, frame.topic, exc.detail, frame.ref)
+
+    async def _publish(self, name: str, data: Any) -> None:
+        rule = (await self._rules()).find(name)
+        if rule is None:
+            raise _TopicRefused(ErrorCode.UNKNOWN_TOPIC, "no such topic")
+        if self.user is None:
+            raise _TopicRefused(ErrorCode.NOT_AUTHENTICATED, "log in to publish")
+        if not selectors.may_publish(rule, authenticated=True, group_ids=await self._group_ids()):
+            raise _TopicRefused(ErrorCode.FORBIDDEN, "clients may not publish to this topic")
+        bucket = self.publish_buckets.get(rule.id)
+        if bucket is None:
+            bucket = self.publish_buckets[rule.id] = limits.Bucket(rule.publish_rate, rule.publish_burst)
+        if not bucket.take():
+            raise _TopicRefused(ErrorCode.RATE_LIMITED, "publishing too fast to this topic")
+        try:
+            text = encode_value(data)
+            checked(name, rule, text, limit=LIVE_PUBLISH_MAX_BYTES)
+        except TopicError as exc:
+            raise _TopicRefused(exc.code, exc.detail) from None
+        value = await get_router().store.publish(name, text)
+        await push.publish(topic_group(name), topic_event(value))
+
+    # --- helpers ----------------------------------------------------------------------
+    def _names(self, names: list[str]) -> list[str]:
+        if not self.subscribe_bucket.take():
+            raise FrameError(ErrorCode.RATE_LIMITED, "subscribing too fast")
+        unique = list(dict.fromkeys(names))
+        if len(unique) > LIVE_NAMES_PER_FRAME:
+            raise FrameError(ErrorCode.TOO_LARGE, f"at most {LIVE_NAMES_PER_FRAME} topics a frame")
+        return unique
+
+    async def _refuse(self, code: ErrorCode, topic: str, detail: str, ref: str | None) -> None:
+        observe.error(self, code)  # metrics and the error log line
+        await self.send_frame(error_frame(code, detail, ref, topic=topic))
+
+    async def _rules(self) -> Rules:
+        return selectors.cached_rules() or await load_rules()
+
+    async def _group_ids(self) -> frozenset[int]:
+        if self.user is None:
+            return frozenset()
+        cached = self._groups
+        if cached is None or time.monotonic() - cached[0] > settings.LIVE_RULES_CACHE_SECONDS:
+            cached = self._groups = (time.monotonic(), await user_group_ids(self.user))
+        return cached[1]
+
+    async def _may_read(self, rule: Rule) -> bool:
+        authenticated = self.user is not None
+        group_ids = await self._group_ids() if authenticated and rule.group_ids else frozenset()
+        return selectors.may_read(rule, authenticated=authenticated, group_ids=group_ids)
+
+
+class _TopicRefused(Exception):
+    """A publish refused: its error frame names the topic."""
+
+    def __init__(self, code: ErrorCode, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
