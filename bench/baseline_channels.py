@@ -4,6 +4,11 @@ One `group_send` per message, `json.dumps` once per recipient, an
 AsyncWebsocketConsumer per socket, no authorization beyond the scope. Served
 with the project's settings (same channel layer) as
 `daphne bench.baseline_channels:application`, on `/ws/baseline/<room>/`.
+
+The ticker workload's baseline is on `/ws/baseline-ticker/`: the same frames as
+`/ws/live/` (`subscribe` → one `subscribed` per topic, then `update`), one
+Channels group per topic (`group_add` per topic per socket), and a publish is one
+`group_send` to the topic's group (`bench.ticker_publish channels`).
 """
 
 import json
@@ -19,6 +24,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import re_path  # noqa: E402
+
+from bench.ticker_client import ticker_group  # noqa: E402
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -41,12 +48,42 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps({"message": event["message"]}))
 
 
+class TickerConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        self.topics = []
+        await self.accept()
+
+    async def disconnect(self, close_code):
+        for topic in self.topics:
+            await self.channel_layer.group_discard(ticker_group(topic), self.channel_name)
+
+    async def receive(self, text_data):
+        frame = json.loads(text_data)
+        if frame.get("type") != "subscribe":
+            return
+        for topic in frame["topics"]:
+            await self.channel_layer.group_add(ticker_group(topic), self.channel_name)
+            self.topics.append(topic)
+            await self.send(
+                text_data=json.dumps({"type": "subscribed", "topic": topic, "seq": None, "data": None})
+            )
+
+    async def ticker_value(self, event):
+        frame = {"type": "update", "topic": event["topic"], "seq": event["seq"], "data": event["data"]}
+        await self.send(text_data=json.dumps(frame))
+
+
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(
-                URLRouter([re_path(r"^ws/baseline/(?P<room_name>\w+)/$", ChatConsumer.as_asgi())])
+                URLRouter(
+                    [
+                        re_path(r"^ws/baseline/(?P<room_name>\w+)/$", ChatConsumer.as_asgi()),
+                        re_path(r"^ws/baseline-ticker/$", TickerConsumer.as_asgi()),
+                    ]
+                )
             )
         ),
     }

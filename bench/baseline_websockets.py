@@ -3,6 +3,10 @@
 Every socket on a path is in that path's room; a text frame `{"message": ...}`
 is re-encoded once and sent to the whole room with `websockets.broadcast`.
 Run as `python -m bench.baseline_websockets --port PORT` (loopback only).
+
+On `/ws/ticker/` it speaks the ticker workload's frames instead: `subscribe`
+(one `subscribed` per topic), and `publish` (from `bench.ticker_publish websockets`),
+which goes to the topic's subscribers with one `websockets.broadcast`.
 """
 
 from __future__ import annotations
@@ -16,9 +20,36 @@ from websockets import broadcast
 from websockets.asyncio.server import serve
 
 ROOMS: dict[str, set] = defaultdict(set)
+TOPICS: dict[str, set] = defaultdict(set)
+SEQ: dict[str, int] = defaultdict(int)
+
+
+async def ticker(websocket) -> None:
+    mine: list[str] = []
+    try:
+        async for text in websocket:
+            frame = json.loads(text)
+            if frame["type"] == "publish":
+                topic = frame["topic"]
+                SEQ[topic] += 1
+                update = {"type": "update", "topic": topic, "seq": SEQ[topic], "data": frame["data"]}
+                broadcast(TOPICS[topic], json.dumps(update))
+            elif frame["type"] == "subscribe":
+                for topic in frame["topics"]:
+                    TOPICS[topic].add(websocket)
+                    mine.append(topic)
+                    await websocket.send(
+                        json.dumps({"type": "subscribed", "topic": topic, "seq": None, "data": None})
+                    )
+    finally:
+        for topic in mine:
+            TOPICS[topic].discard(websocket)
 
 
 async def handler(websocket) -> None:
+    if websocket.request.path == "/ws/ticker/":
+        await ticker(websocket)
+        return
     room = ROOMS[websocket.request.path]
     room.add(websocket)
     try:

@@ -139,14 +139,18 @@ class Stack:
 
 
 def start_django(
-    args: list[str], *, env: dict[str, str] | None = None, stderr=subprocess.PIPE
+    args: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    stderr=subprocess.PIPE,
+    module: str = "bench.django_side",
 ) -> subprocess.Popen:
-    """Start `python -m bench.django_side ARGS` without waiting; `finish_django` collects it.
+    """Start `python -m MODULE ARGS` (bench.django_side) without waiting; `finish_django` collects it.
 
     A long-running command should get a file as `stderr`: nobody reads the pipe
     until it ends, and a full pipe would stall it.
     """
-    argv = [PY, "-m", "bench.django_side", *args]
+    argv = [PY, "-m", module, *args]
     return subprocess.Popen(
         argv, cwd=ROOT, env=env or bench_env(), stdout=subprocess.PIPE, stderr=stderr, text=True
     )

@@ -9,7 +9,7 @@ from typing import Any
 from bench.common import RESULTS, ROOT
 
 DOCS = ROOT / "docs" / "benchmarks.md"
-ORDER = ["fanout", "push", "broadcast", "idle", "workers", "joins"]
+ORDER = ["fanout", "push", "broadcast", "idle", "workers", "joins", "ticker"]
 
 Row = tuple[str, str, str, str, str]  # target, metric, value, goal, verdict
 
@@ -350,6 +350,12 @@ def _workers_rows(target: str, r: dict[str, Any]) -> list[Row]:
     return out
 
 
+def _ticker_report():
+    from bench import ticker_report  # it uses this module's formatting
+
+    return ticker_report
+
+
 # One row builder per workload: the rows of one target's figures, then the rows drawn from the
 # figures of the whole run (ratios between targets).
 TARGET_ROWS: dict[str, Callable[[str, dict[str, Any]], list[Row]]] = {
@@ -359,10 +365,12 @@ TARGET_ROWS: dict[str, Callable[[str, dict[str, Any]], list[Row]]] = {
     "idle": _idle_rows,
     "workers": _workers_rows,
     "joins": lambda target, r: _joins_rows(target, r) + _joins_stopped_row(target, r),
+    "ticker": lambda target, r: _ticker_report().rows(target, r),
 }
 RUN_ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "fanout": _fanout_ratio_rows,
     "joins": lambda figures: _joins_ratio_rows(figures.get("ratios", {})),
+    "ticker": lambda figures: _ticker_report().ratio_rows(figures),
 }
 
 

@@ -47,6 +47,17 @@ SIZES = {
     "joins_rate": (100, 100),
     "joins_post_rate": (10, 10),
     "joins_after_posts": (20, 5),
+    # ticker (bench/ticker.py): subscribers, topics, topics each follows, values published per
+    # second over all topics and for how long; subscribers that stop reading, for how long
+    # (from a third of the way in); load-generator processes.
+    "ticker_subscribers": (1000, 20),
+    "ticker_topics": (500, 20),
+    "ticker_follow": (50, 5),
+    "ticker_rate": (1000, 100),
+    "ticker_seconds": (30, 2),
+    "ticker_slow": (10, 2),
+    "ticker_pause": (10, 1),
+    "ticker_clients": (2, 1),
 }
 
 
@@ -627,6 +638,12 @@ def joins(prep: dict, quick: bool) -> dict[str, Any]:
     return run_joins(prep, quick)
 
 
+def ticker(prep: dict, quick: bool) -> dict[str, Any]:
+    from bench.ticker import ticker as run_ticker  # bench.ticker imports this module
+
+    return run_ticker(prep, quick)
+
+
 WORKLOADS = {
     "fanout": (fanout, "fanout_sockets"),
     "push": (push, "push_users"),
@@ -634,6 +651,7 @@ WORKLOADS = {
     "idle": (idle, "idle_sockets"),
     "workers": (workers, "workers_sizes"),
     "joins": (joins, "joins_sizes"),
+    "ticker": (ticker, "ticker_subscribers"),
 }
 
 

@@ -107,3 +107,15 @@ def test_soak_quick(bench_database):
 
     args = ["--sockets", "8", "--rooms", "2", "--minutes", "0.1", "--sample-every", "2"]
     assert soak.main([*args, "--churn", "100", "--no-save"]) == 0
+
+
+def test_ticker_quick(bench_database):
+    """The ticker workload end to end: every subscriber ends on each topic's latest value, in order."""
+    from bench.workloads import run
+
+    figures = run("ticker", quick=True)
+    assert set(figures["targets"]) == {"service-daphne", "channels-daphne", "websockets"}
+    for result in figures["targets"].values():
+        assert result.get("latest_everywhere"), result
+        assert result["received"] > 0
+        assert result["slow"]["caught_up"] == result["slow"]["sockets"], result["slow"]
