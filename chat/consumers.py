@@ -1,12 +1,8 @@
 """`/ws/chat/<slug>/`: one chat room, live.
 
-Delivery is exactly once per socket, as on `/ws/notifications/`: `live_from`
-is the newest id of the room when the socket joined the room group, and every
-later id reaches it live; `cursor` is the highest id delivered. Each live
-`message` event carries the room's previous id: when that is above `cursor`,
-an earlier push is late or lost, and the socket reads the gap from the
-database in order. A `resume` replays from the database, skipping
-(live_from, cursor], which went out live.
+Messages reach each socket exactly once, in id order, as notifications do:
+realtime.streams holds the cursor, resume and gap fill; this module supplies
+the room's selector and frames.
 
 Losing access (a member removed from a private room, a room made private):
 `access_version` is the room's Room.access_version under which this socket
@@ -27,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from django.conf import settings
@@ -35,7 +32,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from chat import presence, ratelimit, selectors, services
 from chat.serializers import message_dict, room_dict
 from realtime import db
-from realtime.consumers import CloseSocket, RealtimeConsumer
+from realtime.consumers import CloseSocket
+from realtime.fanout.events import LocalEvent
 from realtime.fanout.push import publish
 from realtime.protocol import (
     CHAT_FRAMES,
@@ -49,6 +47,7 @@ from realtime.protocol import (
     Typing,
     room_group,
 )
+from realtime.streams import OrderedStreamConsumer, item_frame
 
 logger = logging.getLogger("chat.socket")
 
@@ -62,10 +61,6 @@ readable_messages_after = db.frames(selectors.readable_messages_after)
 post_message = db.frames(services.post_message)
 
 
-def _message_frame(event: dict[str, Any]) -> dict[str, Any]:
-    return {"type": ServerFrame.MESSAGE, "message": event["message"]}
-
-
 def _typing_frame(event: dict[str, Any]) -> dict[str, Any]:
     return {"type": ServerFrame.TYPING, "user": event["user"]}
 
@@ -74,9 +69,17 @@ def _presence_frame(event: dict[str, Any]) -> dict[str, Any]:
     return event["frame"]  # made once per room and interval by the worker (chat.presence)
 
 
-class ChatConsumer(RealtimeConsumer):
+_message_frame = item_frame(ServerFrame.MESSAGE)
+
+
+def _member_ids(event: LocalEvent) -> frozenset[int]:
+    return frozenset(event.get("members") or ())
+
+
+class ChatConsumer(OrderedStreamConsumer):
     frames = CHAT_FRAMES
     endpoint = "chat"
+    replay_limit_setting = "CHAT_REPLAY_LIMIT"
 
     room = None
     present = False
@@ -104,7 +107,7 @@ class ChatConsumer(RealtimeConsumer):
             if not access.allowed:
                 raise CloseSocket(CloseCode.FORBIDDEN, "forbidden")
             self.access_version = access.version
-        self.live_from = self.cursor = state.last_id or 0
+        self.start_stream(state.last_id)
         self.present = True  # from here on, leave on close (a leave of an absent entry is a no-op)
         snapshot = await presence.enter(self.group, socket=self.socket_id, user=self.username)
         await self.send_frame(
@@ -159,78 +162,47 @@ class ChatConsumer(RealtimeConsumer):
         self.last_typing = now
         await publish(self.group, {"type": Event.TYPING, "user": self.username, "origin": self.socket_id})
 
-    async def frame_resume(self, frame: Resume) -> None:
+    # --- the room as an ordered stream (realtime.streams) -------------------------------
+    def row_frame(self, row) -> dict[str, Any]:
+        return {"type": ServerFrame.MESSAGE, "message": message_dict(row, room_slug=self.room.slug)}
+
+    async def read_items(self, **query: Any):
+        # Checks membership on every read: None once this user may not read the room.
+        return await readable_messages_after(room=self.room, user=self.user, **query)
+
+    def require_stream(self) -> None:
         self._require_room()
-        limit = settings.CHAT_REPLAY_LIMIT
-        # Ids the client says it has count as delivered.
-        if frame.after > self.live_from:
-            self.cursor = max(self.cursor, frame.after)
-        rows = await readable_messages_after(
-            room=self.room,
-            user=self.user,
-            after=frame.after,
-            limit=limit + 1,
-            skip=(self.live_from, self.cursor),
-        )
-        if rows is None:
-            await self.send_error(ErrorCode.FORBIDDEN, "you are no longer a member of this room", frame.ref)
-            raise CloseSocket(CloseCode.FORBIDDEN, "forbidden")
-        more = len(rows) > limit
-        rows = rows[:limit]
-        for row in rows:
-            await self._deliver(row)
-        last_id = rows[-1].id if more else (max(frame.after, self.cursor) or None)
-        await self.send_frame({"type": ServerFrame.REPLAY_DONE, "last_id": last_id, "more": more})
 
-    # --- channel-layer events ------------------------------------------------------------
-    # Each has a synchronous quick_ form for the hub's common case (see RealtimeConsumer).
-    def quick_push_message(self, event: dict[str, Any]) -> bool:
-        if (event.get("access_version") or 0) > self.access_version:
-            return False  # someone lost access since this socket's check: is it still a member?
-        return self.write_next(event, event["message"]["id"], _message_frame, "message")
-
-    async def push_message(self, event: dict[str, Any]) -> None:
-        message = event["message"]
-        if message["id"] <= self.cursor:
-            return  # already delivered by a replay or a gap fill
-        if (event.get("access_version") or 0) > self.access_version:
-            self.needs_io()
-            access = await room_access(room_id=self.room.pk, user=self.user)
-            if not access.allowed:
-                await self._lost_access()
-                return
-            self.access_version = max(self.access_version, access.version)
-        if (event.get("prev_id") or 0) > self.cursor:
-            self.needs_io()
-            await self._fill_gap(up_to=message["id"])
-            return
-        self.cursor = message["id"]
-        # The same text for every socket of the room on this worker.
-        await self.send_shared(event, _message_frame, "message")
-
-    async def push_message_deleted(self, event: dict[str, Any]) -> None:
-        await self.send_frame({"type": ServerFrame.MESSAGE_DELETED, "id": event["id"]})
-
-    def quick_push_revoke(self, event: dict[str, Any]) -> bool:
-        return not self._loses_access(event)  # a close needs the async handler
-
-    async def push_revoke(self, event: dict[str, Any]) -> None:
-        if self._loses_access(event):
+    async def stream_refused(self, resume: Resume | None) -> None:
+        if resume is None:  # a gap fill: close, as a revoke does
             await self._lost_access()
+            return
+        await self.send_error(ErrorCode.FORBIDDEN, "you are no longer a member of this room", resume.ref)
+        raise CloseSocket(CloseCode.FORBIDDEN, "forbidden")
 
-    def quick_push_typing(self, event: dict[str, Any]) -> bool:
-        return event.get("origin") == self.socket_id or self.write_shared(event, _typing_frame, "typing")
+    # --- channel-layer events (one handler each: see realtime.delivery) -----------------
+    def push_message(self, event: LocalEvent) -> Awaitable[None] | None:
+        if (event.get("access_version") or 0) <= self.access_version:
+            return self.push_item(event, event["message"]["id"], _message_frame, "message")
+        if event["message"]["id"] <= self.cursor:
+            return None  # already delivered by a replay or a gap fill
+        self.needs_io()  # someone lost access since this socket's check: is it still a member?
+        return self._push_if_member(event)
 
-    async def push_typing(self, event: dict[str, Any]) -> None:
-        if event.get("origin") != self.socket_id:
-            await self.send_shared(event, _typing_frame, "typing")
+    def push_message_deleted(self, event: LocalEvent) -> Awaitable[None]:
+        return self.send_frame({"type": ServerFrame.MESSAGE_DELETED, "id": event["id"]})
 
-    def quick_push_presence(self, event: dict[str, Any]) -> bool:
-        return self.write_shared(event, _presence_frame, "presence")
+    def push_revoke(self, event: LocalEvent) -> Awaitable[None] | None:
+        return self._lost_access() if self._loses_access(event) else None
 
-    async def push_presence(self, event: dict[str, Any]) -> None:
-        # The same text for every socket of the room on this worker.
-        await self.send_shared(event, _presence_frame, "presence")
+    def push_typing(self, event: LocalEvent) -> Awaitable[None] | None:
+        if event.get("origin") == self.socket_id:
+            return None  # this socket's own typing
+        return self.send_shared(event, _typing_frame, "typing")
+
+    def push_presence(self, event: LocalEvent) -> Awaitable[None] | None:
+        # The same bytes for every socket of the room on this worker.
+        return self.send_shared(event, _presence_frame, "presence")
 
     # --- helpers ------------------------------------------------------------------------
     def _require_room(self) -> None:
@@ -238,7 +210,17 @@ class ChatConsumer(RealtimeConsumer):
         if self.room is None:
             raise FrameError(ErrorCode.FORBIDDEN, "not in a room")
 
-    def _loses_access(self, event: dict[str, Any]) -> bool:
+    async def _push_if_member(self, event: LocalEvent) -> None:
+        access = await room_access(room_id=self.room.pk, user=self.user)
+        if not access.allowed:
+            await self._lost_access()
+            return
+        self.access_version = max(self.access_version, access.version)
+        pending = self.push_message(event)  # now the common case
+        if pending is not None:
+            await pending
+
+    def _loses_access(self, event: LocalEvent) -> bool:
         """Does this `revoke` event take this socket's access away? (No I/O: called inline by the hub.)"""
         version = event.get("version") or 0
         if self.room is None or version <= self.access_version:
@@ -247,10 +229,7 @@ class ChatConsumer(RealtimeConsumer):
         if users is not None:
             lost = self.user.pk in users
         else:  # the room was made private: everyone but its members
-            members = event.get("_members")
-            if members is None:
-                members = event["_members"] = frozenset(event.get("members") or ())
-            lost = self.user.pk not in members
+            lost = self.user.pk not in event.once(_member_ids)  # one set per worker, not per socket
         if not lost and version == self.access_version + 1:
             # Still a member as of this change. Only the next version: revokes
             # may arrive out of order, and skipping one could skip this user's.
@@ -260,28 +239,3 @@ class ChatConsumer(RealtimeConsumer):
     async def _lost_access(self) -> None:
         logger.info("socket lost access room=%s user=%s", self.room.pk, self.user.pk)
         await self.close_with(CloseCode.FORBIDDEN, "forbidden")
-
-    async def _fill_gap(self, *, up_to: int) -> None:
-        limit = settings.CHAT_REPLAY_LIMIT
-        while self.cursor < up_to:
-            rows = await readable_messages_after(
-                room=self.room, user=self.user, after=self.cursor, limit=limit, up_to=up_to
-            )
-            if rows is None:
-                await self._lost_access()
-                return
-            if not rows:
-                break
-            for row in rows:
-                await self._deliver(row)
-        # Writers to a room are serialized by its row lock, so once `up_to` has
-        # committed every smaller id has too: what the read did not return was deleted.
-        self.cursor = max(self.cursor, up_to)
-
-    async def _deliver(self, row) -> None:
-        if self.live_from < row.id <= self.cursor:
-            return  # went out live while this replay was reading
-        self.cursor = max(self.cursor, row.id)
-        await self.send_frame(
-            {"type": ServerFrame.MESSAGE, "message": message_dict(row, room_slug=self.room.slug)}
-        )

@@ -5,19 +5,20 @@ credential deadline, token authentication and expiry (`auth` frames, in-band
 refresh), forced disconnects (`Event.DISCONNECT` to the user's group, which
 every authenticated socket joins), the frame size limit, decoding and validating frames
 against `protocol`, `ping`, turning failures into `error` frames, and group
-membership. Subclasses supply `frames`, one `frame_<type>` method per client
-frame type, `authenticated()` and the `push_*` handlers for their events.
+membership. How group events reach it, one handler at a time, is
+realtime.delivery's; endpoints whose items have ordered ids build on
+realtime.streams. Subclasses supply `frames`, one `frame_<type>` method per
+client frame type, `authenticated()` and a `push_*` handler per event type
+(see realtime.delivery for what one may do).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, ClassVar
 
 from channels.exceptions import StopConsumer
@@ -25,10 +26,11 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from realtime import adapter, db
-from realtime.adapter import drain, wire
+from realtime.adapter import drain
 from realtime.authentication import socket_cap
 from realtime.authentication.tokens import TOKEN_EXPIRED, InvalidToken, VerifiedToken, verify_token
-from realtime.fanout.hub import encoded_once, get_hub
+from realtime.delivery import EventDelivery
+from realtime.fanout.hub import get_hub
 from realtime.operations import observe
 from realtime.operations.errors import UNAVAILABLE_ERRORS, log_unavailable
 from realtime.protocol import (
@@ -61,32 +63,13 @@ class CloseSocket(Exception):
         self.reason = reason
 
 
-class Deferred(Exception):
-    """An event handler called inline by the hub needs to wait for I/O."""
-
-
-class RealtimeConsumer(AsyncWebsocketConsumer):
-    """Base socket consumer.
-
-    Concurrency: Channels runs one handler at a time per consumer, but the
-    hub delivers group events from its own task. To keep the one-at-a-time
-    guarantee without a task per delivery, hub events run inline only while
-    the consumer is idle; while a handler runs (or events are queued), they
-    wait in `_pending` and run, in order, right after it.
-
-    Fan-out cost: an event type may have a synchronous `quick_<handler>` next
-    to its `push_<handler>`. The hub calls it first; it handles the common
-    case (write the frame built once per worker, see `write_shared`) with no
-    coroutine, and returns False to hand the event to the async handler
-    (a gap to read from the database, a server without a fast path).
-    """
+class RealtimeConsumer(EventDelivery, AsyncWebsocketConsumer):
+    """Base socket consumer; group events reach it as realtime.delivery says."""
 
     frames: ClassVar[Mapping[str, type[ClientFrame]]] = {}
     endpoint: ClassVar[str] = "socket"
     # Sockets without credentials are served (`anonymous()`) instead of closed at the deadline.
     allows_anonymous: ClassVar[bool] = False
-    # Endpoints whose items have ordered ids (rooms, inboxes): the highest id delivered.
-    cursor: int = 0
     # Class defaults, so `disconnect()` can run whatever point the socket reached.
     user = None
     closed = False
@@ -97,14 +80,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._serial = asyncio.Lock()
-        self._in_serial = False
-        # Events waiting behind a busy handler; made on first use (a deque is
-        # 600 bytes, and most sockets never need one).
-        self._pending: deque[dict[str, Any]] | tuple = ()
         self._hub_groups: list[str] = []
-        self._drainer: asyncio.Future | None = None
-        self._write: wire.Writer | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -350,11 +326,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.send_error(ErrorCode.SERVER_ERROR, "unexpected server error", ref)
 
     # --- frames out ----------------------------------------------------------------
-    @property
-    def writer(self) -> wire.Writer | None:
-        """The pre-framed writer onto this socket's connection, or None (send through ASGI)."""
-        return self._write
-
     async def send_frame(self, frame: Mapping[str, Any]) -> None:
         if not self.closed:
             observe.frame_out(self, frame)  # metrics
@@ -365,46 +336,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if not self.closed:
             observe.frame_out(self, text)  # metrics
             await self.send(text_data=text)
-
-    def write_shared(self, event: dict[str, Any], build: Callable[[dict], dict], kind: str) -> bool:
-        """Write the frame `build(event)`, encoded and framed once per worker, without waiting.
-
-        False when this socket's server has no fast path: send it with
-        `send_shared`. A socket already closing drops it (see `realtime.adapter.wire`).
-        """
-        write = self._write
-        if write is None:
-            return False
-        if self.closed:
-            return True
-        frame = event.get("_frame")
-        if frame is None:
-            frame = event["_frame"] = wire.text_frame(encoded_once(event, build))
-        write(frame)
-        observe.frame_written_direct(self.endpoint, kind)  # metrics
-        return True
-
-    def write_next(
-        self, event: dict[str, Any], item_id: int, build: Callable[[dict], dict], kind: str
-    ) -> bool:
-        """The common case of a live push on an endpoint that keeps a `cursor` (room, inbox).
-
-        True when handled: `item_id` was already delivered, or it follows on
-        from the cursor and went out on the fast path. False for a gap to read
-        from the database (the event's `prev_id` is past the cursor) or no fast
-        path: the async `push_*` handler takes it.
-        """
-        if item_id <= self.cursor:
-            return True  # already delivered by a replay or a gap fill
-        if (event.get("prev_id") or 0) > self.cursor or not self.write_shared(event, build, kind):
-            return False
-        self.cursor = item_id
-        return True
-
-    async def send_shared(self, event: dict[str, Any], build: Callable[[dict], dict], kind: str) -> None:
-        """`write_shared`, falling back to an ASGI send."""
-        if not self.write_shared(event, build, kind):
-            await self.send_encoded(encoded_once(event, build))
 
     async def send_error(self, code: ErrorCode, detail: str, ref: str | None = None) -> None:
         observe.error(self, code)  # metrics and the error log line
@@ -418,15 +349,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.close(code=int(code), reason=str(reason) or None)
 
     # --- channel-layer events every endpoint handles ---------------------------------
-    async def push_disconnect(self, event: dict[str, Any]) -> None:
+    def push_disconnect(self, event: dict[str, Any]) -> Awaitable[None]:
         reason = event.get("reason")
         if reason not in set(CloseReason):
             reason = CloseReason.LOGGED_OUT
         user_id = getattr(self.user, "pk", None)
         logger.info("socket disconnected endpoint=%s user=%s reason=%s", self.endpoint, user_id, reason)
-        await self.close_with(CloseCode.NOT_AUTHENTICATED, reason)
+        return self.close_with(CloseCode.NOT_AUTHENTICATED, reason)
 
-    # --- groups and events -----------------------------------------------------------
+    # --- groups ----------------------------------------------------------------------
     async def join(self, group: str) -> None:
         """Receive the group's events (through this worker's hub)."""
         if group in self._hub_groups:
@@ -434,98 +365,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         await get_hub().subscribe(group, self)
         self._hub_groups.append(group)
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        # Only the server's websocket.* messages arrive here (no channel-layer
-        # channel). Channels' own dispatch also closes stale database
-        # connections before every frame, a thread hop per frame; every query
-        # here goes through database_sync_to_async, which does that around
-        # each call already.
-        handler = getattr(self, adapter.handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        async with self._serial:
-            self._in_serial = True
-            try:
-                await handler(message)
-                await self._drain_pending()
-            finally:
-                self._in_serial = False
-
-    def hub_deliver(self, event: dict[str, Any]) -> Awaitable[None] | None:
-        """Called by the hub for each group event; see the class docstring."""
-        if self.closed:
-            return None
-        if self._serial.locked() or self._pending:
-            self._queue(event)
-            return None
-        quick = getattr(self, _quick_name(event["type"]), None)
-        if quick is not None and quick(event):
-            return None
-        return self._deliver_inline(event)
-
-    def hub_cork(self) -> None:
-        if self._write is not None:
-            self._write.cork()
-
-    def hub_uncork(self) -> None:
-        if self._write is not None:
-            self._write.uncork()
-
-    def hub_lost(self) -> None:
-        """The hub's live feed broke (Redis down or restarted): events may be gone.
-
-        Close rather than sit silent; the client reconnects and resumes from the
-        database. 1011 with reason `unavailable`, as for a socket whose groups
-        cannot be set up.
-        """
-        if not self.closed:
-            self._closing = asyncio.ensure_future(self.close_with(CloseCode.SERVER_ERROR, "unavailable"))
-
-    async def _deliver_inline(self, event: dict[str, Any]) -> None:
-        try:
-            await self._event_handler(event)(event)
-        except Deferred:
-            self._queue(event)
-            self._drainer = asyncio.ensure_future(self._drain_later())
-
-    async def _drain_later(self) -> None:
-        async with self._serial:
-            self._in_serial = True
-            try:
-                await self._drain_pending()
-            finally:
-                self._in_serial = False
-
-    def _queue(self, event: dict[str, Any]) -> None:
-        if not self._pending:
-            self._pending = deque()
-        self._pending.append(event)
-
-    async def _drain_pending(self) -> None:
-        while self._pending and not self.closed:
-            event = self._pending.popleft()
-            await self._run(self._event_handler(event), event)
-
-    def _event_handler(self, event: dict[str, Any]):
-        # Event types are ours ("push.x" → push_x), never a client's. The user
-        # group carries events for every endpoint; those this one has no
-        # handler for (a notification, on a chat socket) are not for it.
-        return getattr(self, event["type"].replace(".", "_"), self._ignore)
-
-    async def _ignore(self, event: dict[str, Any]) -> None:
-        return None
-
-    def needs_io(self) -> None:
-        """Call before awaiting the database in an event handler."""
-        if not self._in_serial:
-            raise Deferred
-
 
 # Releases under way, kept referenced until done (see `disconnect`).
 _releasing: set[asyncio.Future] = set()
-
-
-@functools.cache
-def _quick_name(event_type: str) -> str:
-    # "push.message" → "quick_push_message"; computed once per event type, not per socket.
-    return "quick_" + event_type.replace(".", "_")

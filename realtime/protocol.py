@@ -91,7 +91,7 @@ class LayerMessage(StrEnum):
     """The channel-layer messages between workers that carry events (realtime.fanout)."""
 
     HUB_EVENT = "hub.event"  # one event for one group's sockets on every worker
-    HUB_BATCH = "hub.batch"  # one event for many groups (realtime.fanout.hub.batch_envelope)
+    HUB_BATCH = "hub.batch"  # one event for many groups (realtime.fanout.events.batch_envelope)
     ECHO = "layer.echo"  # the live-feed check's round trip (realtime.fanout.echo)
 
 

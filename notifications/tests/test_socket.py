@@ -180,6 +180,41 @@ async def test_a_live_push_that_overtakes_an_earlier_one_fills_the_gap(socket_fo
     assert await socket.receive_json_from(timeout=WAIT) == {"type": "pong"}
 
 
+def _stored_unpushed(user, title):
+    """A notification committed with its push dropped, as if the push were still in flight."""
+    from django.db import transaction
+
+    with transaction.atomic():
+        (row,) = services.notify(users=user, title=title)
+        transaction.get_connection().run_on_commit.clear()
+    return row
+
+
+async def test_a_gap_fill_counts_a_notification_deleted_meanwhile_as_delivered(socket_for, alice):
+    """A push for a since-deleted notification: the gap before it arrives; resume counts its id as sent."""
+    from channels.layers import get_channel_layer
+
+    from notifications.serializers import notification_dict
+    from realtime.fanout.hub import envelope
+    from realtime.protocol import Event, user_group
+
+    socket = await socket_for("/ws/notifications/", alice)
+    await receive_type(socket, "welcome")
+    first = await sync_to_async(_stored_unpushed)(alice, "delayed")
+    gone = await sync_to_async(_stored_unpushed)(alice, "deleted by an admin")
+    live = {"type": Event.NOTIFICATION, "notification": notification_dict(gone), "prev_id": first.id}
+    await gone.adelete()
+    await get_channel_layer().group_send(user_group(alice.id), envelope(user_group(alice.id), live))
+    assert (await receive_type(socket, "notification"))["notification"]["id"] == first.id
+    # The gap fill read up to the deleted id, so the socket counts it as delivered.
+    await socket.send_json_to({"type": "resume", "after": first.id})
+    assert await socket.receive_json_from(timeout=WAIT) == {
+        "type": "replay_done",
+        "last_id": live["notification"]["id"],
+        "more": False,
+    }
+
+
 async def test_mark_read_on_one_socket_updates_the_other(socket_for, alice):
     """mark_read from one tab sends a read frame with the new count to every tab."""
     created = await notify(users=alice, title="a")

@@ -13,15 +13,14 @@ which a worker batches before its sockets see them): a handler registered with
 can later hand local sockets an event of its own with `deliver_local`.
 
 Subscribers implement `hub_deliver(event)`, which returns an awaitable (or
-None when the event was queued) and must not block on I/O other than the
-send itself. Events travel in an envelope made by `envelope()`, which names
-the group so the hub knows which local sockets it is for.
+None when it is done, or has queued the event) and must not block on I/O
+other than the send itself. The hub hands each of a group's local sockets
+the same `LocalEvent`, which carries its encodings beside its items, so the
+frame is encoded once per worker and the event itself is never written.
 
-An event for many groups at once (a notification to thousands of inboxes)
-travels as batches made by `batch_envelope()` to the broadcast group, which
-every hub joins when it starts: the shared part of the event once, and per
-group only the fields that differ. Each hub hands each group that has local
-sockets its own event, as if it had come in its own envelope.
+Events travel in envelopes (realtime.fanout.events). A batch, one event for
+many groups, reaches every hub; each hands each group that has local sockets
+its own event, as if it had come in its own envelope.
 """
 
 from __future__ import annotations
@@ -36,14 +35,23 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from realtime.fanout.echo import LayerEcho
+from realtime.fanout.events import (
+    HUB_BATCH,
+    HUB_EVENT,
+    LocalEvent,
+    batch_envelope,
+    envelope,
+    for_group,
+)
 from realtime.operations import observe
 from realtime.operations.errors import UNAVAILABLE_ERRORS
-from realtime.protocol import LayerMessage, broadcast_group, encode
+from realtime.protocol import broadcast_group
 
 logger = logging.getLogger("realtime.hub")
 
-HUB_EVENT = LayerMessage.HUB_EVENT
-HUB_BATCH = LayerMessage.HUB_BATCH
+# The envelope makers live in realtime.fanout.events; tests and fixtures import them from here too.
+__all__ = ["Hub", "Subscriber", "batch_envelope", "close_hub", "envelope", "for_group", "get_hub"]
+
 # Synchronous deliveries between two yields to the event loop (see Hub.dispatch).
 _YIELD_EVERY = 128
 # Most messages taken from the layer in one round (see Hub._dispatch_round).
@@ -51,7 +59,7 @@ _ROUND_LIMIT = 64
 
 
 class Subscriber(Protocol):
-    def hub_deliver(self, event: dict[str, Any]) -> Awaitable[None] | None: ...
+    def hub_deliver(self, event: LocalEvent) -> Awaitable[None] | None: ...
 
     def hub_lost(self) -> None:
         """The live feed broke: events may have been lost; the socket should go away."""
@@ -60,46 +68,6 @@ class Subscriber(Protocol):
         """Hold frames written from now on, to send them in one write at `hub_uncork`."""
 
     def hub_uncork(self) -> None: ...
-
-
-def envelope(group: str, event: dict[str, Any]) -> dict[str, Any]:
-    """The channel-layer message that carries `event` to every hub in `group`."""
-    return {"type": HUB_EVENT, "group": group, "event": event}
-
-
-def batch_envelope(event: dict[str, Any], recipients: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    """The channel-layer message that carries `event` to many groups, through every hub.
-
-    `recipients` is (group, fields) pairs: each group gets `for_group(event, fields)`.
-    """
-    return {"type": HUB_BATCH, "event": event, "recipients": recipients}
-
-
-def for_group(event: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
-    """`event` with one group's own `fields`, a new dict for that group alone.
-
-    A field whose value is a dict in both is merged one level deep, so the
-    shared `{"notification": {...}}` takes each inbox's `{"notification":
-    {"id": ...}}` without repeating the rest. Existing keys keep their place,
-    so the frame reads the same as one built for that group alone.
-    """
-    merged = dict(event)
-    for key, value in fields.items():
-        shared = event.get(key)
-        merged[key] = {**shared, **value} if isinstance(shared, dict) and isinstance(value, dict) else value
-    return merged
-
-
-def encoded_once(event: dict[str, Any], build: Callable[[dict[str, Any]], dict[str, Any]]) -> str:
-    """The client frame `build(event)` as JSON text, encoded once per worker.
-
-    The hub hands the same event dict to every local socket, so the first
-    socket to need the text encodes it and the others reuse it.
-    """
-    text = event.get("_text")
-    if text is None:
-        text = event["_text"] = encode(build(event))
-    return text
 
 
 class Hub:
@@ -245,9 +213,10 @@ class Hub:
             await self._deliver(group, events)
 
     async def _deliver(self, group: str, events: list[dict[str, Any]]) -> None:
-        """Hand `events`, in order, to each local socket of `group`."""
+        """Hand `events`, in order, to each local socket of `group`: the same LocalEvent to each."""
+        local = [LocalEvent(event) for event in events]
         for count, subscriber in enumerate(tuple(self.members.get(group, ())), 1):
-            await self._deliver_all(subscriber, events)
+            await self._deliver_all(subscriber, local)
             if count % _YIELD_EVERY == 0:
                 # Most deliveries finish without awaiting anything, so a big
                 # room would hold the loop for the whole round: let the
@@ -257,7 +226,7 @@ class Hub:
             observe.event_delivered(event)  # commit to this worker's last local socket
 
     @staticmethod
-    async def _deliver_all(subscriber: Subscriber, events: list[dict[str, Any]]) -> None:
+    async def _deliver_all(subscriber: Subscriber, events: list[LocalEvent]) -> None:
         if len(events) == 1:
             try:
                 pending = subscriber.hub_deliver(events[0])

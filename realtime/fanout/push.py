@@ -23,7 +23,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
 from realtime import adapter
-from realtime.fanout.hub import batch_envelope, envelope, for_group
+from realtime.fanout.events import batch_envelope, envelope, for_group
 from realtime.operations import metrics, observe
 from realtime.operations.errors import UNAVAILABLE_ERRORS
 from realtime.protocol import COMMITTED_AT, broadcast_group
@@ -56,7 +56,7 @@ def push_after_commit(messages: Iterable[Message], *, using: str | None = None) 
 def push_each_after_commit(
     event: dict[str, Any], recipients: Iterable[Recipient], *, using: str | None = None
 ) -> None:
-    """Send `event`, with each group's own fields (see `realtime.fanout.hub.for_group`), after commit.
+    """Send `event`, with each group's own fields (see `realtime.fanout.events.for_group`), after commit.
 
     Many groups: one channel-layer message per BATCH_SIZE of them, to the
     broadcast group, which every worker's hub reads; the shared part of the
