@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from live.store import AsyncStore, Value
-from realtime.fanout.hub import Hub, get_hub
+from realtime.fanout.hub import Hub, per_hub
 from realtime.protocol import topic_group
 
 if TYPE_CHECKING:
@@ -132,14 +131,5 @@ class Router:
         await self.store.aclose()
 
 
-_routers: weakref.WeakKeyDictionary[Hub, Router] = weakref.WeakKeyDictionary()
-
-
-def get_router() -> Router:
-    """The router of this event loop's hub (a worker has one; tests one per test)."""
-    hub = get_hub()
-    router = _routers.get(hub)
-    if router is None:
-        router = _routers[hub] = Router(hub)
-        hub.on_close(router.close)
-    return router
+# The router of this event loop's hub (a worker has one; tests one per test).
+get_router = per_hub(Router, close=Router.close)

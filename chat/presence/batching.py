@@ -14,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 
 from chat.presence.store import Change, Outcome, get_store, member
-from realtime.fanout.hub import Hub, get_hub
+from realtime.fanout.hub import Hub, per_hub
 from realtime.fanout.push import publish
 from realtime.operations.errors import UNAVAILABLE_ERRORS, log_unavailable
 from realtime.protocol import Event, ServerFrame
@@ -286,12 +285,5 @@ def changes_event(outcome: Outcome) -> dict[str, Any]:
     }
 
 
-_trackers: weakref.WeakKeyDictionary[Hub, Tracker] = weakref.WeakKeyDictionary()
-
-
-def get_tracker() -> Tracker:
-    hub = get_hub()
-    tracker = _trackers.get(hub)
-    if tracker is None:
-        tracker = _trackers[hub] = Tracker(hub)
-    return tracker
+# This worker's presence tracker, one per hub.
+get_tracker = per_hub(Tracker)

@@ -31,7 +31,10 @@ SERVERS = ("realtime.serve", "uvicorn-websockets")
 
 async def two_workers(request, **env: str) -> list[Worker]:
     ARTIFACTS.mkdir(exist_ok=True)
-    worker_env = {**server_env(uuid.uuid4().hex[:10]), **env}
+    tag = uuid.uuid4().hex[:10]
+    # Socket counts of these workers' own: sockets this test process opened in
+    # earlier tests (same address, same run) must not count against the cap.
+    worker_env = {**server_env(tag), "WS_SOCKETS_KEY_PREFIX": f"test-sockets-{tag}", **env}
     name = request.node.name.replace("/", "_")[:60]
     workers = [
         fault_worker(worker_env, ARTIFACTS / f"{name}-{i}.log", server) for i, server in enumerate(SERVERS)

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 
 from django.conf import settings
 
 from realtime import redis_client
-from realtime.fanout.hub import Hub, get_hub
+from realtime.fanout.hub import per_hub
 from realtime.operations.errors import UNAVAILABLE_ERRORS, log_unavailable
 
 logger = logging.getLogger("realtime.socket")
@@ -189,13 +188,5 @@ class Slots:
             self._scripts = None
 
 
-_slots: weakref.WeakKeyDictionary[Hub, Slots] = weakref.WeakKeyDictionary()
-
-
-def get_slots() -> Slots:
-    hub = get_hub()
-    slots = _slots.get(hub)
-    if slots is None:
-        slots = _slots[hub] = Slots()
-        hub.on_close(slots.close)
-    return slots
+# Each user's sockets as this worker counts them, one per hub.
+get_slots = per_hub(lambda hub: Slots(), close=Slots.close)
