@@ -273,7 +273,8 @@ broadcast 1,003 / 1,157 ms, idle 42.4 / 40.8 KiB per socket.
     once per event per worker and every socket writes the same bytes straight to its connection:
     no ASGI message, no autobahn or websockets framing, no Twisted write registration per frame
     (on daphne the writer sends on the socket itself while Twisted's buffer is empty);
-  - synchronous `quick_push_*` handlers: no coroutine per delivery in the common case;
+  - one synchronous `push_*` handler per event (realtime/delivery.py): no coroutine per delivery in
+    the common case;
   - the Channels session middleware wrapped `send`, which had hidden the server from the fast
     path at first (4,091 -> 6,542 deliveries/s until it was unwrapped, then 22,282);
   - presence heartbeats no longer return the room's whole online list twice per socket (in a
@@ -291,7 +292,7 @@ broadcast 1,003 / 1,157 ms, idle 42.4 / 40.8 KiB per socket.
     against 5.1 µs for the websockets server (0.51 s) in the same run. A py-spy profile of the
     uvicorn worker over the measured window puts 63 % of the event-loop thread's samples in the
     `send` system call of asyncio's `transport.write`, 7.5 % idle, and about 10 % in the project's
-    own per-delivery code (hub loop, quick handler, writer, metrics). Both servers make one `send`
+    own per-delivery code (hub loop, event handler, writer, metrics). Both servers make one `send`
     per delivery; why ours costs more per call is not established. One explanation that fits
     (not verified): the load generator sits idle between our slower bursts (0.9 s of CPU over
     2 s), so each send wakes it, while against the websockets server it never sleeps;
