@@ -51,11 +51,18 @@ def ticker_env(prefix: str) -> dict[str, str]:
 
 
 def buffered_bytes(port: int) -> float | None:
-    """The worker's `relay_live_buffered_bytes` from /metrics (loopback needs no token)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-        for line in answer.read().decode().splitlines():
-            if line.startswith("relay_live_buffered_bytes "):
-                return float(line.split()[1])
+    """The worker's `relay_live_buffered_bytes` from /metrics (loopback needs no token).
+
+    None when the worker does not answer within 10 s: a finding (its event loop
+    is that far behind), reported as such rather than ending the run.
+    """
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            for line in answer.read().decode().splitlines():
+                if line.startswith("relay_live_buffered_bytes "):
+                    return float(line.split()[1])
+    except OSError:  # TimeoutError included
+        return None
     return None
 
 

@@ -17,9 +17,8 @@ def rows(target: str, r: dict[str, Any]) -> list[Row]:
     ]
     got = f"{r['received']:,}/{r['expected']:,}" + (f" ({', '.join(faults)})" if faults else "")
     held = slow["live_buffered_bytes"]
-    memory = (f"{_fmt(held / 1024 if held is not None else None, ' KiB')} held, " if service else "") + (
-        f"RSS +{_fmt(slow['rss_growth_kib'])} KiB"
-    )
+    held_text = f"{held / 1024:,.1f} KiB held, " if held is not None else "/metrics unanswered in 10 s, "
+    memory = (held_text if service else "") + f"RSS +{_fmt(slow['rss_growth_kib'])} KiB"
     age = f"first {_fmt(slow['first_age_ms_max'])} ms old; fresh after {_fmt(slow['fresh_after_ms_max'])} ms"
     return [
         (
