@@ -59,6 +59,12 @@ class LiveConsumer(RealtimeConsumer):
         self.publish_buckets: dict[int, limits.Bucket] = {}
         self._groups: tuple[float, frozenset[int]] | None = None
 
+    async def base_send(self, message: dict[str, Any]) -> None:
+        # Values corked this turn (live.outbox) go first, so frames keep their order.
+        if self.outbox is not None:
+            self.outbox.uncork()
+        await super().base_send(message)
+
     # --- who is calling ---------------------------------------------------------------
     async def anonymous(self) -> None:
         try:

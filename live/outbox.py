@@ -12,6 +12,12 @@ topic. A slow socket is never cut off on this endpoint, and it never gets an
 older value after a newer one: values are ordered by (epoch, seq) per topic
 and anything not newer than what the socket has, or is about to get, is dropped.
 
+Values written in one turn of the event loop (the hub hands over a round
+of publishes at a time) leave a socket in one write: the first one corks
+its writer and the end of the turn uncorks every corked writer, so a socket
+following many topics costs one system call per round rather than one per
+value. Bytes corked this turn count as unread for the bounds above.
+
 A topic's first frame on a socket is `subscribed`: values that arrive while
 its snapshot is read from Redis are held, and the snapshot goes out as the
 newest of itself and them.
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -59,6 +66,20 @@ def _buffered_bytes() -> float:
 BUFFERED.set_function(_buffered_bytes)
 
 
+# Per event loop: the outboxes whose writers are corked until the end of this turn.
+_corked: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Outbox]] = weakref.WeakKeyDictionary()
+
+
+def _uncork_all(loop: asyncio.AbstractEventLoop) -> None:
+    for outbox in _corked.pop(loop, ()):
+        outbox.uncork()
+
+
+def send_corked() -> None:
+    """Send now what this loop's outboxes corked, as the end of the turn would."""
+    _uncork_all(asyncio.get_running_loop())
+
+
 class Outbox:
     def __init__(self, consumer: RealtimeConsumer) -> None:
         self.consumer = consumer
@@ -69,6 +90,7 @@ class Outbox:
         self.held: dict[str, Value | None] = {}  # topics whose snapshot is being read
         self.pending: dict[str, Value] = {}  # the newest unwritten value, per topic
         self._flusher: asyncio.Task | None = None
+        self._corked_bytes: int | None = None  # written this turn, not yet sent; None: not corked
         _open.add(self)
 
     # --- subscriptions ------------------------------------------------------------------
@@ -144,7 +166,13 @@ class Outbox:
         """What the worker holds for this socket now: unsent bytes on the connection, values waiting."""
         waiting = sum(value.size() for value in list(self.pending.values()))
         waiting += sum(value.size() for value in list(self.held.values()) if value is not None)
-        return waiting + (self.writer.buffered() if self.writer is not None else 0)
+        return waiting + self._unread()
+
+    def _unread(self) -> int:
+        """Bytes written to the connection that the client has not taken, corked ones included."""
+        if self.writer is None:
+            return 0
+        return self.writer.buffered() + (self._corked_bytes or 0)
 
     # --- writing ------------------------------------------------------------------------
     def _room(self, value: Value) -> bool:
@@ -152,7 +180,7 @@ class Outbox:
         take the connection past the slow-client cut-off (unless nothing else is unread)."""
         if self.writer is None:
             return False
-        buffered = self.writer.buffered()
+        buffered = self._unread()
         if buffered >= settings.LIVE_BUFFER_BYTES:
             return False
         return not buffered or buffered + value.size() <= settings.WS_MAX_BUFFER_BYTES
@@ -169,6 +197,9 @@ class Outbox:
             return
         kind = self._frame_kind(topic, value)
         frame = value.update_frame() if kind == ServerFrame.UPDATE else wire.text_frame(value.text(kind))
+        if self._corked_bytes is None:
+            self._cork()
+        self._corked_bytes += len(frame)
         self.writer(frame)
         observe.frame_written_direct(self.consumer.endpoint, kind)  # metrics
 
@@ -184,6 +215,22 @@ class Outbox:
             topic = next(iter(self.pending))
             value = self.pending.pop(topic)
             await self.consumer.send_encoded(value.text(self._frame_kind(topic, value)))
+
+    def _cork(self) -> None:
+        loop = asyncio.get_running_loop()
+        batch = _corked.get(loop)
+        if batch is None:
+            batch = _corked[loop] = []
+            loop.call_soon(_uncork_all, loop)
+        batch.append(self)
+        self._corked_bytes = 0
+        self.writer.cork()
+
+    def uncork(self) -> None:
+        """Send what this turn corked, in one write (the writer drops it if the socket closed)."""
+        if self._corked_bytes is not None:
+            self._corked_bytes = None
+            self.writer.uncork()
 
     def _schedule(self) -> None:
         if self._flusher is None or self._flusher.done():

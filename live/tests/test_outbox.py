@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from live.fanout import Feed
-from live.outbox import Outbox
+from live.outbox import Outbox, send_corked
 from live.store import Value
 from realtime.adapter import wire
 from realtime.protocol import Event
@@ -19,15 +19,23 @@ class Connection(wire.Writer):
         self.frames: list[dict] = []
         self.unread = 0
 
-    def write(self, frame: bytes) -> None:
-        payload = frame[2:] if frame[1] < 126 else frame[4:] if frame[1] == 126 else frame[10:]
-        self.frames.append(orjson.loads(payload))
-        self.unread += len(frame)
+    def write(self, data: bytes) -> None:
+        """One frame, or several written together (corked): unmasked server text frames."""
+        self.unread += len(data)
+        while data:
+            length, start = data[1], 2
+            if length == 126:
+                length, start = int.from_bytes(data[2:4], "big"), 4
+            elif length == 127:
+                length, start = int.from_bytes(data[2:10], "big"), 10
+            self.frames.append(orjson.loads(data[start : start + length]))
+            data = data[start + length :]
 
     def buffered(self) -> int:
         return self.unread
 
     def read_all(self) -> list[tuple[str, str, int | None, object]]:
+        send_corked()  # what the worker corked this turn is sent before the client reads
         frames, self.frames, self.unread = self.frames, [], 0
         return [(f["type"], f["topic"], f["seq"], f["data"]) for f in frames]
 
