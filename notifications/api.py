@@ -84,14 +84,6 @@ def publish_notification(request: HttpRequest) -> JsonResponse:
         raise ApiError(400, "invalid_message", _field_errors(exc)) from None
     if not (body.users or body.groups or body.all):
         raise ApiError(400, "invalid_message", {"users": "name users or groups, or set all: true"})
-    sent = services.notify_named(
-        usernames=body.users,
-        group_names=body.groups,
-        everyone=body.all,
-        title=body.title,
-        body=body.body,
-        level=body.level,
-        url=body.url or "",
-        data=body.data,
-    )
+    content = services.content_of({**body.model_dump(), "url": body.url or ""})
+    sent = services.notify_named(usernames=body.users, group_names=body.groups, everyone=body.all, **content)
     return JsonResponse({"recipients": len(sent)}, status=202)
