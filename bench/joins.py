@@ -541,19 +541,10 @@ def summary(targets: dict[str, Any]) -> dict[str, Any]:
 
 
 def joins(prep: dict, quick: bool) -> dict[str, Any]:
-    names = list(JOINS_TARGETS)
     # While working on one target: BENCH_JOINS_TARGETS=service-serve-x2
-    only = w.only_targets("BENCH_JOINS_TARGETS")
-    if only:
-        names = [n for n in names if n in only]
-    targets: dict[str, Any] = {}
-    for name in names:
-        try:
-            targets[name] = joins_target(name, prep, quick)
-        except w.Skip as exc:
-            targets[name] = {"skipped": str(exc)}
-        except Exception as exc:
-            targets[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    targets = w.each_target(
+        list(JOINS_TARGETS), "BENCH_JOINS_TARGETS", lambda name: joins_target(name, prep, quick)
+    )
     return {"targets": targets, "ratios": summary(targets)}
 
 

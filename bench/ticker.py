@@ -26,13 +26,12 @@ from bench.workloads import (
     CHANNELS_APP,
     SERVICE_APP,
     OneService,
-    Skip,
     bench_env,
     chunks,
+    each_target,
     headers_for,
     lat_stats,
     one_service,
-    only_targets,
     size,
 )
 
@@ -207,19 +206,10 @@ def ticker_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
 
 def ticker(prep: dict, quick: bool) -> dict[str, Any]:
     finish_django(start_django(["declare"], module=PUBLISHER), ["declare"], timeout=120)
-    names = list(TARGETS)
     # While working on one target: BENCH_TICKER_TARGETS=service-daphne
-    only = only_targets("BENCH_TICKER_TARGETS")
-    if only:
-        names = [n for n in names if n in only]
-    targets: dict[str, Any] = {}
-    for name in names:
-        try:
-            targets[name] = ticker_target(name, prep, quick)
-        except Skip as exc:
-            targets[name] = {"skipped": str(exc)}
-        except Exception as exc:
-            targets[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    targets = each_target(
+        list(TARGETS), "BENCH_TICKER_TARGETS", lambda name: ticker_target(name, prep, quick)
+    )
     rate = {k: v.get("deliveries_per_s") for k, v in targets.items()}
     ratios = {}
     if rate.get("service-daphne") and rate.get("channels-daphne"):

@@ -81,6 +81,20 @@ def only_targets(variable: str) -> list[str]:
     return [n for n in os.environ.get(variable, "").split(",") if n]
 
 
+def each_target(names: list[str], variable: str, run: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    """`run(name)` for each target (those named in `variable`, if set): its result, or why it has none."""
+    only = only_targets(variable)
+    results: dict[str, Any] = {}
+    for name in (n for n in names if not only or n in only):
+        try:
+            results[name] = run(name)
+        except Skip as exc:
+            results[name] = {"skipped": str(exc)}
+        except Exception as exc:
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    return results
+
+
 def new_prefix() -> str:
     return f"bench-{uuid.uuid4().hex[:8]}"
 
@@ -337,17 +351,13 @@ def fanout(prep: dict, quick: bool) -> dict[str, Any]:
         for name in ("websockets-2clients", "service-uvicorn-overlap", "channels-uvicorn-overlap"):
             names.remove(name)
     # While working on one target: BENCH_FANOUT_TARGETS=service-daphne,channels-daphne
-    only = only_targets("BENCH_FANOUT_TARGETS")
-    if only:
-        names = [n for n in names if n in only]
-    for name in names:
-        try:
-            run_target = overlap_target if name in OVERLAP_TARGETS else fanout_target
-            targets[name] = run_target(name, prep, quick)
-        except Skip as exc:
-            targets[name] = {"skipped": str(exc)}
-        except Exception as exc:
-            targets[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    targets.update(
+        each_target(
+            names,
+            "BENCH_FANOUT_TARGETS",
+            lambda name: (overlap_target if name in OVERLAP_TARGETS else fanout_target)(name, prep, quick),
+        )
+    )
     rate = {k: v.get("deliveries_per_s") for k, v in targets.items()}
     ratios = {}
     if rate.get("service-daphne") and rate.get("channels-daphne"):

@@ -33,7 +33,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from chat.models import Message
 from notifications.models import Notification
 from realtime.launcher import Worker, free_port
-from testsupport.processes import subprocess_env
+from testsupport.processes import ARTIFACTS, server_env, subprocess_env
 from testsupport.servers import browser_socket, token_socket
 
 
@@ -416,3 +416,20 @@ async def stop_following(followers, tasks) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     for f in followers:
         assert f.failure is None, f"a follower died: {f.failure!r}"
+
+
+async def start_workers(request, *servers: str, **env: str) -> list[Worker]:
+    """Fault workers (one per server kind in `servers`) on this test's database and Redis, started
+    together; `env` adds to their environment. Stops the ones that started if another fails."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    worker_env = {**server_env(uuid.uuid4().hex[:10]), **env}
+    name = request.node.name.replace("/", "_")[:60]
+    workers = [
+        fault_worker(worker_env, ARTIFACTS / f"{name}-{i}.log", server) for i, server in enumerate(servers)
+    ]
+    try:
+        await asyncio.gather(*(worker.astart() for worker in workers))
+    except BaseException:
+        await asyncio.gather(*(worker.astop() for worker in workers))
+        raise
+    return workers

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -18,27 +17,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from chat import services
 from notifications.services import notify
 from realtime.authentication.tokens import issue_token
-from realtime.launcher import SERVERS, Worker
-from testsupport.faults import fault_worker
-from testsupport.processes import ARTIFACTS, server_env
+from realtime.launcher import SERVERS
+from testsupport.faults import start_workers
 from testsupport.servers import browser_socket, get_json_as, receive_json, token_socket
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 WAIT = 10.0
-
-
-async def start_workers(request, *servers: str) -> list[Worker]:
-    ARTIFACTS.mkdir(exist_ok=True)
-    env = server_env(uuid.uuid4().hex[:10])
-    name = request.node.name.replace("/", "_")[:60]
-    workers = [fault_worker(env, ARTIFACTS / f"{name}-{i}.log", server) for i, server in enumerate(servers)]
-    try:
-        await asyncio.gather(*(worker.astart() for worker in workers))
-    except BaseException:
-        await asyncio.gather(*(worker.astop() for worker in workers))
-        raise
-    return workers
 
 
 async def until_closed(ws) -> tuple[list[dict], int]:

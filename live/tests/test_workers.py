@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 from realtime.authentication.apikeys import create_api_key
 from realtime.authentication.tokens import issue_token
 from realtime.launcher import Worker, http_get
-from testsupport.faults import fault_worker, publish
+from testsupport.faults import fault_worker, publish, start_workers
 from testsupport.processes import ARTIFACTS, run_manage, server_env
 from testsupport.servers import receive_json, token_socket
 
@@ -30,21 +30,11 @@ SERVERS = ("realtime.serve", "uvicorn-websockets")
 
 
 async def two_workers(request, **env: str) -> list[Worker]:
-    ARTIFACTS.mkdir(exist_ok=True)
-    tag = uuid.uuid4().hex[:10]
     # Socket counts of these workers' own: sockets this test process opened in
     # earlier tests (same address, same run) must not count against the cap.
-    worker_env = {**server_env(tag), "WS_SOCKETS_KEY_PREFIX": f"test-sockets-{tag}", **env}
-    name = request.node.name.replace("/", "_")[:60]
-    workers = [
-        fault_worker(worker_env, ARTIFACTS / f"{name}-{i}.log", server) for i, server in enumerate(SERVERS)
-    ]
-    try:
-        await asyncio.gather(*(worker.astart() for worker in workers))
-    except BaseException:
-        await asyncio.gather(*(worker.astop() for worker in workers))
-        raise
-    return workers
+    return await start_workers(
+        request, *SERVERS, WS_SOCKETS_KEY_PREFIX=f"test-sockets-{uuid.uuid4().hex[:10]}", **env
+    )
 
 
 async def subscribe(ws, *topics: str) -> list[dict]:

@@ -87,7 +87,7 @@ def error(consumer, code: Any) -> None:
     """Count every error frame; log the first of each interval and a summary of the rest.
 
     A client can send thousands of bad frames a second, and each gets its error
-    frame; a log line for each would let it flood the log (issue 14 item 10). So
+    frame; a log line for each would let it flood the log. So
     per socket: the first error is logged as `socket_error`, the others within
     WS_ERROR_LOG_INTERVAL_SECONDS are counted, and `socket_errors` reports them
     (count by code, and the socket's total) when the next interval starts or the
