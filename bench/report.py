@@ -329,6 +329,7 @@ def _idle_rows(target: str, r: dict[str, Any]) -> list[Row]:
             _verdict(per is not None and per <= 30),
         ),
         (target, "handshakes/s", _fmt(r["handshakes_per_s"]), "", ""),
+        (target, "worker CPU per handshake", f"{_fmt(r.get('cpu_ms_per_handshake'))} ms", "", ""),
     ]
 
 

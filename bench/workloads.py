@@ -277,12 +277,14 @@ def profiled(server: Worker, name: str):
     path = Path(out_dir) / f"{name}.raw"
     argv = [str(py_spy), "record", "-p", str(server.pid), "-r", "400", "-f", "raw", "-o", str(path)]
     argv += os.environ.get("BENCH_PYSPY_ARGS", "").split()
-    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    errors = (Path(out_dir) / f"{name}.err").open("wb")
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errors)
     try:
         yield
     finally:
         spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
         spy.wait(timeout=30)
+        errors.close()
 
 
 def fanout_target(name: str, prep: dict, quick: bool) -> dict[str, Any]:
@@ -494,9 +496,12 @@ def idle(prep: dict, quick: bool, servers=("daphne", "uvicorn")) -> dict[str, An
             first = _connect(clients, url, "notif", tag, [headers_for(prep, server.port, range(warm))])
             time.sleep(1.0)
             rss0 = proc_rss_kib(server.pid)
-            conn = _connect(
-                clients, url, "notif", tag, [headers_for(prep, server.port, range(warm, n))], timeout=120
-            )
+            cpu0 = proc_cpu_seconds(server.pid)
+            with profiled(server, f"idle-{server_kind}"):
+                conn = _connect(
+                    clients, url, "notif", tag, [headers_for(prep, server.port, range(warm, n))], timeout=120
+                )
+            cpu1 = proc_cpu_seconds(server.pid)
             time.sleep(2.0)
             hold = clients.all("settle", [(2.0, 10.0)])
             rss1 = proc_rss_kib(server.pid)
@@ -513,6 +518,7 @@ def idle(prep: dict, quick: bool, servers=("daphne", "uvicorn")) -> dict[str, An
             "rss_per_socket_kib": round((rss1 - rss0) / measured, 2) if measured else None,
             "handshakes_per_s": round(measured / conn["seconds"], 1) if conn["seconds"] else None,
             "connect_s": round(conn["seconds"], 3),
+            "cpu_ms_per_handshake": round((cpu1 - cpu0) * 1000 / measured, 2) if measured else None,
             "errors": errors,
             "error_kinds": {**first["errors"], **conn["errors"]},
             "unexpected_closes": res["unexpected_closes"],
