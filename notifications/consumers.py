@@ -29,7 +29,8 @@ from realtime.streams import OrderedStreamConsumer, item_frame
 
 # The database is reached only through these, each wrapped once, in the lane of
 # its kind (realtime.db).
-inbox_state = db.handshake(selectors.inbox_state)
+# Sockets arriving together read their states together (realtime.db.batched).
+inbox_state = db.batched(selectors.inbox_states)
 notifications_after = db.frames(selectors.notifications_after)
 mark_read = db.frames(services.mark_read)
 mark_all_read = db.frames(services.mark_all_read)
@@ -46,7 +47,7 @@ class NotificationConsumer(OrderedStreamConsumer):
     async def authenticated(self) -> None:
         # Join before reading the state, so nothing committed in between is missed.
         await self.join(user_group(self.user.pk))
-        state = await inbox_state(user=self.user)
+        state = await inbox_state(self.user.pk)
         self.start_stream(state.last_id)
         await self.send_frame(
             {

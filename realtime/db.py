@@ -12,7 +12,11 @@ be stored. So socket handlers use two lanes, each a pool of its own threads:
   which room, its state);
 - `frames`: what open sockets ask for (posts, resumes, read state, gap reads).
 
-A storm of handshakes fills only its own lane. Each thread keeps its database
+A storm of handshakes fills only its own lane, and shares its work: the
+handshake lookups every socket makes (who is calling, its state) are
+`batched`, so while one batch is being read the next one gathers, and a
+thousand sockets arriving together cost a few dozen queries and thread hops
+instead of thousands. Each thread keeps its database
 connection as `DATABASE_CONN_MAX_AGE` says; Channels' wrapper closes broken
 and expired ones around every call, as before. Calls for one socket never run
 at the same time (a consumer handles one frame at a time), and ordering
@@ -21,10 +25,11 @@ between sockets comes from the database's locks, not from the thread.
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from channels.db import DatabaseSyncToAsync
 from django.conf import settings
@@ -52,6 +57,67 @@ def handshake(func: Callable[..., Any]) -> Callable[..., Any]:
 def frames(func: Callable[..., Any]) -> Callable[..., Any]:
     """`func` as a coroutine function that runs in the frames lane."""
     return DatabaseSyncToAsync(func, thread_sensitive=False, executor=_pool("frames"))
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+# Keys in one batch: bounds one query's IN list and the wait of the batch's first caller.
+BATCH_LIMIT = 200
+
+
+class Batched(Generic[K, V]):
+    """One lookup per caller, read for many callers at once in the handshake lane.
+
+    `many(keys)` returns one answer per key, in order; an answer that is an
+    exception is raised to that key's caller alone. A caller waits only for
+    the batch in flight when it arrives: a lone handshake is read at once, as
+    before, and under a storm each batch holds whoever came while the previous
+    one was being read. An exception from `many` itself (the database is down)
+    reaches every caller of that batch.
+    """
+
+    def __init__(self, many: Callable[[list[K]], Sequence[V | BaseException]]) -> None:
+        self.many = many
+        self._run = handshake(many)
+        self._pending: list[tuple[K, asyncio.Future]] = []
+        self._drainer: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def __call__(self, key: K) -> V:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (tests run one per test): start afresh
+            self._loop, self._pending, self._drainer = loop, [], None
+        future = loop.create_future()
+        self._pending.append((key, future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:BATCH_LIMIT], self._pending[BATCH_LIMIT:]
+            try:
+                answers = await self._run([key for key, _ in batch])
+            except BaseException as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, future), answer in zip(batch, answers, strict=True):
+                if future.done():  # its caller went away (the socket closed)
+                    continue
+                if isinstance(answer, BaseException):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
+
+
+def batched(many: Callable[[list[K]], Sequence[V | BaseException]]) -> Callable[[K], Awaitable[V]]:
+    """`many` as a coroutine function of one key, batched across callers in the handshake lane (`Batched`)."""
+    return Batched(many)
 
 
 def close_connections(timeout: float = 10.0) -> None:

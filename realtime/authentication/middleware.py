@@ -16,63 +16,36 @@ CookieMiddleware and SessionMiddleware: those keep, for the whole life of
 every socket, three more copies of the scope, the parsed cookies, a session
 object with its decoded data and a wrapper around `send`, none of which a
 socket uses once it knows its user (about 3 KiB per idle socket). The user is
-found by Django's own `auth.get_user`, with its checks (backend, active user,
-session hash against the password, secret-key fallbacks), on a read-only
-copy of the session (see `HandshakeSession`).
+found as Django's `auth.get_user` finds it, with its checks (backend, active
+user, session hash against the password, secret-key fallbacks), reading the
+session only, for all the handshakes arriving together at once
+(realtime.authentication.sessions).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from importlib import import_module
-from types import SimpleNamespace
 from urllib.parse import SplitResult, urlsplit
 
 from channels.security.websocket import OriginValidator
 from django.conf import settings
-from django.contrib import auth
 from django.contrib.auth.models import AnonymousUser
 from django.http.cookie import parse_cookie
 
 from realtime import adapter, db
-from realtime.authentication.tokens import InvalidToken, verify_token
+from realtime.authentication.sessions import session_users
+from realtime.authentication.tokens import InvalidToken, verify_tokens
 from realtime.operations.errors import UNAVAILABLE_ERRORS, log_unavailable
 from realtime.operations.logs import log_event
 
 logger = logging.getLogger("realtime.auth")
 
-verify = db.handshake(verify_token)
+verify = db.batched(verify_tokens)
 
 
-class HandshakeSession(dict):
-    """A session's data as `auth.get_user` reads it during a socket handshake: nothing is written.
-
-    `get_user` changes the session in two cases. A session whose password
-    hash verifies only under a key of SECRET_KEY_FALLBACKS (the secret key
-    was rotated) gets a new session key (`cycle_key`), and one that no longer
-    verifies is flushed. Over HTTP, Django's SessionMiddleware then sends the
-    new cookie. A handshake cannot: daphne sends no headers with the 101, and
-    a socket is no place to log anyone in or out. Rotating the key here
-    deleted the session the browser still held, logging the user out on
-    every tab. So the handshake only reads; the next page load rotates the
-    key and sets the new cookie, as Django does on any request.
-    """
-
-    def cycle_key(self) -> None:
-        pass
-
-    def flush(self) -> None:
-        self.clear()
-
-
-def session_user(session_key: str):
-    """The user whose session `session_key` is, or AnonymousUser, by Django's rules."""
-    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-    return auth.get_user(SimpleNamespace(session=HandshakeSession(store.items())))
-
-
-user_for_session = db.handshake(session_user)
+# Sessions of the sockets arriving together are read together (realtime.db.batched).
+user_for_session = db.batched(session_users)
 
 
 def header(scope: dict, name: bytes) -> bytes | None:
