@@ -25,15 +25,16 @@ between sockets comes from the database's locks, not from the thread.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from channels.db import DatabaseSyncToAsync
 from django.conf import settings
 from django.db import connections
+
+from realtime.batching import Batched, K, V
 
 _pools: dict[str, ThreadPoolExecutor] = {}
 _lock = threading.Lock()
@@ -59,65 +60,10 @@ def frames(func: Callable[..., Any]) -> Callable[..., Any]:
     return DatabaseSyncToAsync(func, thread_sensitive=False, executor=_pool("frames"))
 
 
-K = TypeVar("K")
-V = TypeVar("V")
-
-# Keys in one batch: bounds one query's IN list and the wait of the batch's first caller.
-BATCH_LIMIT = 200
-
-
-class Batched(Generic[K, V]):
-    """One lookup per caller, read for many callers at once in the handshake lane.
-
-    `many(keys)` returns one answer per key, in order; an answer that is an
-    exception is raised to that key's caller alone. A caller waits only for
-    the batch in flight when it arrives: a lone handshake is read at once, as
-    before, and under a storm each batch holds whoever came while the previous
-    one was being read. An exception from `many` itself (the database is down)
-    reaches every caller of that batch.
-    """
-
-    def __init__(self, many: Callable[[list[K]], Sequence[V | BaseException]]) -> None:
-        self.many = many
-        self._run = handshake(many)
-        self._pending: list[tuple[K, asyncio.Future]] = []
-        self._drainer: asyncio.Task | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def __call__(self, key: K) -> V:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a new event loop (tests run one per test): start afresh
-            self._loop, self._pending, self._drainer = loop, [], None
-        future = loop.create_future()
-        self._pending.append((key, future))
-        if self._drainer is None or self._drainer.done():
-            self._drainer = loop.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[:BATCH_LIMIT], self._pending[BATCH_LIMIT:]
-            try:
-                answers = await self._run([key for key, _ in batch])
-            except BaseException as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for (_, future), answer in zip(batch, answers, strict=True):
-                if future.done():  # its caller went away (the socket closed)
-                    continue
-                if isinstance(answer, BaseException):
-                    future.set_exception(answer)
-                else:
-                    future.set_result(answer)
-
-
 def batched(many: Callable[[list[K]], Sequence[V | BaseException]]) -> Callable[[K], Awaitable[V]]:
-    """`many` as a coroutine function of one key, batched across callers in the handshake lane (`Batched`)."""
-    return Batched(many)
+    """`many(keys)` as a coroutine function of one key, run in the handshake lane for all the
+    callers waiting together (realtime.batching)."""
+    return Batched(handshake(many))
 
 
 def close_connections(timeout: float = 10.0) -> None:

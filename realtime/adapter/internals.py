@@ -41,6 +41,8 @@ INTERNALS: dict[str, list[tuple[str, Callable[[], Any] | None]]] = {
         ("daphne.http_protocol:HTTPFactory.protocol", None),
         ("daphne.server:Server.log_action", None),
         ("autobahn.util:encode_truncate", None),
+        ("autobahn.websocket.protocol:pformat", None),
+        ("autobahn.websocket.protocol:WebSocketServerProtocol._connectionMade", None),
         ("twisted.web.http:_GenericHTTPChannelProtocol", None),
         ("twisted.web.http:HTTPChannel.allHeadersReceived", None),
         ("twisted.web.http:HTTPChannel.requestDone", None),

@@ -8,7 +8,8 @@ known (right after the handshake, or at its `auth` frame).
 With Redis, each user has a sorted set in the deployment's namespace: one
 entry per socket, scored by when it expires (Redis' clock). Taking a slot is
 one script call, O(1) in commands whatever the cap: drop the user's expired
-entries, refuse if the rest reach the cap, else add this socket's. Its worker
+entries, refuse if the rest reach the cap, else add this socket's; the
+sockets arriving together take theirs in one call (realtime.batching). Its worker
 refreshes the entries of all its sockets every `WS_SOCKETS_HEARTBEAT_SECONDS`
 (one call per 1,000 sockets) and they expire `WS_SOCKETS_TTL_SECONDS` after
 the last refresh, so the slots of a worker that was killed come back within
@@ -25,6 +26,7 @@ import logging
 from django.conf import settings
 
 from realtime import redis_client
+from realtime.batching import Batched
 from realtime.fanout.hub import per_hub
 from realtime.operations.errors import UNAVAILABLE_ERRORS, log_unavailable
 
@@ -35,18 +37,25 @@ _CHUNK = 1000
 # Connections per worker for slots; more calls than this wait their turn.
 _POOL_SIZE = 32
 
-# KEYS[1]: the user's slots. ARGV: socket id, cap, lifetime in seconds. Reply: 1 taken, 0 refused.
+# KEYS: users' slots; ARGV: lifetime, then a socket id and a cap per key.
+# Reply: per key, in order, 1 taken or 0 refused (a user named twice is counted in order).
 _TAKE = """
-local key, socket, cap, life = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local life = tonumber(ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-if not redis.call('ZSCORE', key, socket) and redis.call('ZCARD', key) >= cap then
-  return 0
+local taken = {}
+for i, key in ipairs(KEYS) do
+  local socket, cap = ARGV[2 * i], tonumber(ARGV[2 * i + 1])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if not redis.call('ZSCORE', key, socket) and redis.call('ZCARD', key) >= cap then
+    taken[i] = 0
+  else
+    redis.call('ZADD', key, now + life, socket)
+    redis.call('EXPIRE', key, math.ceil(life) + 1)
+    taken[i] = 1
+  end
 end
-redis.call('ZADD', key, now + life, socket)
-redis.call('EXPIRE', key, math.ceil(life) + 1)
-return 1
+return taken
 """
 
 # KEYS: users' slots; ARGV: op ("refresh" | "release"), lifetime, then one socket id per key.
@@ -91,6 +100,15 @@ class Slots:
         self._releasing: list[tuple[str, int | str]] = []
         self._releaser: asyncio.Task | None = None
         self._beating: asyncio.Task | None = None
+        self._takes = Batched(self._take_many)
+
+    async def _take_many(self, wanted: list[tuple[int | str, str, int]]) -> list[bool]:
+        """Slots for the sockets arriving together: one script call (`take` batches them)."""
+        args: list[int | str] = [settings.WS_SOCKETS_TTL_SECONDS]
+        for _, socket, cap in wanted:
+            args += [socket, cap]
+        taken = await self._redis().take(keys=[_key(user_id) for user_id, _, _ in wanted], args=args)
+        return [bool(answer) for answer in taken]
 
     def _redis(self) -> _Scripts:
         if self._scripts is None:
@@ -104,8 +122,7 @@ class Slots:
         """
         cap = cap or settings.WS_MAX_SOCKETS_PER_USER
         if redis_client.configured():
-            args = [socket, cap, settings.WS_SOCKETS_TTL_SECONDS]
-            taken = bool(await self._redis().take(keys=[_key(user_id)], args=args))
+            taken = await self._takes((user_id, socket, cap))
         else:
             taken = self.counts.get(user_id, 0) < cap
         if taken:

@@ -66,7 +66,9 @@ def test_sessions_made_under_a_rotated_secret_key_still_find_their_users(alice, 
 def test_sessions_from_a_backend_no_longer_configured_find_nobody(alice):
     """A session whose backend left AUTHENTICATION_BACKENDS reads as anonymous, as Django reads it."""
     key = session_cookie(alice)
-    with override_settings(AUTHENTICATION_BACKENDS=["realtime.authentication.login_throttle.ThrottleBackend"]):
+    with override_settings(
+        AUTHENTICATION_BACKENDS=["realtime.authentication.login_throttle.ThrottleBackend"]
+    ):
         assert answers([key]) == one_by_one([key]) == [None]
 
 

@@ -9,6 +9,7 @@ worker's sockets, refreshed by its heartbeat, stay counted.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -57,6 +58,22 @@ async def test_fourth_socket_across_endpoints_is_closed_with_4429(socket_for, al
         return False
 
     assert await poll(welcomed, seconds=10, what="a freed slot")
+
+
+async def test_sockets_opened_at_once_past_the_cap_are_each_counted(socket_for, alice, settings):
+    """Five sockets of one user opened together with a cap of 3: three welcomed, two closed 4429."""
+    settings.WS_MAX_SOCKETS_PER_USER = CAP
+    settings.WS_SOCKETS_KEY_PREFIX = f"{settings.WS_SOCKETS_KEY_PREFIX}-{uuid.uuid4().hex[:8]}"
+    sockets = await asyncio.gather(*(socket_for("/ws/notifications/", alice) for _ in range(5)))
+
+    async def outcome(socket) -> str:
+        frame = await socket.receive_output(10)
+        if frame["type"] == "websocket.send":
+            return json.loads(frame["text"])["type"]
+        return f"{frame.get('code')} {frame.get('reason')}"
+
+    outcomes = await asyncio.gather(*(outcome(s) for s in sockets))
+    assert sorted(outcomes) == ["4429 too_many_sockets"] * 2 + ["welcome"] * 3
 
 
 async def closed_code(ws) -> tuple[int | None, str]:
