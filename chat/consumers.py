@@ -53,8 +53,10 @@ logger = logging.getLogger("chat.socket")
 
 # The database is reached only through these, each wrapped once, in the lane
 # of its kind (realtime.db): a join storm does not hold up the posts.
-joinable_room = db.handshake(selectors.joinable_room)
-room_state = db.handshake(selectors.room_state)
+# Sockets joining together are read together (realtime.db.batched): one read of a room's
+# history serves all its sockets arriving at once.
+joinable_room = db.batched(selectors.joinable_rooms)
+room_state = db.batched(selectors.room_states)
 access_at_join = db.handshake(selectors.room_access)
 room_access = db.frames(selectors.room_access)
 readable_messages_after = db.frames(selectors.readable_messages_after)
@@ -86,7 +88,7 @@ class ChatConsumer(OrderedStreamConsumer):
     access_version = 0
 
     async def authenticated(self) -> None:
-        room, allowed = await joinable_room(slug=self.scope["url_route"]["kwargs"]["slug"], user=self.user)
+        room, allowed = await joinable_room((self.scope["url_route"]["kwargs"]["slug"], self.user))
         if room is None:
             raise CloseSocket(CloseCode.NOT_FOUND, "no_such_room")
         if not allowed:
@@ -99,7 +101,7 @@ class ChatConsumer(OrderedStreamConsumer):
         self.last_typing = -math.inf
         # Join before reading the state, so nothing committed in between is missed.
         await self.join(self.group)
-        state = await room_state(room=room, history=settings.CHAT_HISTORY)
+        state = await room_state((room, settings.CHAT_HISTORY))
         if state.access_version != self.access_version:
             # Someone lost access between the check and joining the group, whose
             # revoke this socket may have missed: check again.

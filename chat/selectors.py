@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,6 +58,51 @@ def can_join(*, room: Room, user: AbstractBaseUser) -> bool:
     if not user.is_authenticated or not user.is_active:
         return False
     return not room.private or room.members.filter(pk=user.pk).exists()
+
+
+def joinable_rooms(wanted: list[tuple[str, AbstractBaseUser]]) -> list[tuple[Room | None, bool]]:
+    """`joinable_room` of each (slug, user), in order: one query for the rooms, one for memberships.
+
+    The sockets joining rooms together ask this together (realtime.db.batched);
+    `tests/test_selectors.py` holds it to `joinable_room`.
+    """
+    slugs = {slug for slug, _ in wanted if isinstance(slug, str) and _SLUG.fullmatch(slug)}
+    rooms = {room.slug: room for room in Room.objects.filter(slug__in=slugs)} if slugs else {}
+    private_ids = {room.pk for room in rooms.values() if room.private}
+    users = {user.pk for _, user in wanted if user.is_authenticated}
+    members = set()
+    if private_ids and users:
+        members = set(
+            Room.members.through.objects.filter(room_id__in=private_ids, user_id__in=users).values_list(
+                "room_id", "user_id"
+            )
+        )
+    answers: list[tuple[Room | None, bool]] = []
+    for slug, user in wanted:
+        room = rooms.get(slug) if slug in slugs else None
+        if room is None:
+            answers.append((None, False))
+            continue
+        allowed = (
+            user.is_authenticated and user.is_active and (not room.private or (room.pk, user.pk) in members)
+        )
+        # Each socket holds a room object of its own, as it did when each read its own.
+        answers.append((copy.copy(room), allowed))
+    return answers
+
+
+def room_states(wanted: list[tuple[Room, int]]) -> list[RoomState]:
+    """`room_state` of each (room, history), in order, read once per distinct pair.
+
+    Sockets joining one room together (a reconnect storm, a popular room)
+    share one read of its history; each was in the room's group before the
+    read began (realtime.batching), so nothing committed since is missed.
+    """
+    states: dict[tuple[int, int], RoomState] = {}
+    for room, history in wanted:
+        if (room.pk, history) not in states:
+            states[room.pk, history] = room_state(room=room, history=history)
+    return [states[room.pk, history] for room, history in wanted]
 
 
 def room_access(*, room_id: int, user: AbstractBaseUser) -> Access:

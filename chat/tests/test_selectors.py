@@ -43,3 +43,32 @@ def test_room_state_counts_a_deleted_newest_message_and_empty_rooms(lobby, other
     services.post_message(room=lobby, author=alice, body="kept")
     assert state(lobby, 50) == orm_state(lobby, 50)
     assert state(lobby, 0) == ([], selectors.last_message_id(room=lobby))
+
+
+def test_joinable_rooms_read_together_answer_as_each_room_alone(lobby, secret_room, alice, carol):
+    """Public, private (member and not), unknown and malformed slugs, an inactive user: as joinable_room."""
+    wanted = [
+        (lobby.slug, carol),
+        (secret_room.slug, alice),
+        (secret_room.slug, carol),
+        ("no-such-room", alice),
+        ("bad slug!", alice),
+        (lobby.slug, alice),
+    ]
+    together = selectors.joinable_rooms(wanted)
+    alone = [selectors.joinable_room(slug=slug, user=user) for slug, user in wanted]
+    assert [(room and room.pk, allowed) for room, allowed in together] == [
+        (room and room.pk, allowed) for room, allowed in alone
+    ]
+    assert [allowed for _, allowed in together] == [True, True, False, False, False, True]
+    assert together[0][0] is not together[5][0]
+    carol.is_active = False
+    assert selectors.joinable_rooms([(lobby.slug, carol)]) == [(lobby, False)]
+
+
+def test_room_states_read_once_per_room_answer_as_each_alone(lobby, other_room, alice):
+    """Several sockets of two rooms: each gets its room's state, the same as room_state reads it."""
+    services.post_message(room=lobby, author=alice, body="hello")
+    wanted = [(lobby, 50), (other_room, 50), (lobby, 50), (lobby, 1)]
+    together = selectors.room_states(wanted)
+    assert together == [selectors.room_state(room=room, history=history) for room, history in wanted]
