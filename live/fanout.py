@@ -20,7 +20,8 @@ from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from live.store import AsyncStore, Value
-from realtime.fanout.hub import Hub, per_hub
+from realtime.fanout.hub import Hub
+from realtime.fanout.per_hub import per_hub
 from realtime.protocol import topic_group
 
 if TYPE_CHECKING:

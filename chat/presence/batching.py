@@ -20,7 +20,8 @@ from typing import Any
 from django.conf import settings
 
 from chat.presence.store import Change, Outcome, get_store, member
-from realtime.fanout.hub import Hub, per_hub
+from realtime.fanout.hub import Hub
+from realtime.fanout.per_hub import per_hub
 from realtime.fanout.push import publish
 from realtime.operations.errors import UNAVAILABLE_ERRORS, log_unavailable
 from realtime.protocol import Event, ServerFrame

@@ -27,7 +27,7 @@ from django.conf import settings
 
 from realtime import redis_client
 from realtime.batching import Batched
-from realtime.fanout.hub import per_hub
+from realtime.fanout.per_hub import per_hub
 from realtime.operations.errors import UNAVAILABLE_ERRORS, log_unavailable
 
 logger = logging.getLogger("realtime.socket")

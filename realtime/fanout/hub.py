@@ -29,7 +29,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -378,28 +378,3 @@ def get_hub() -> Hub:
     if hub is None:
         hub = _hubs[loop] = Hub()
     return hub
-
-
-T = TypeVar("T")
-
-
-def per_hub(
-    make: Callable[[Hub], T], *, close: Callable[[T], Awaitable[None]] | None = None
-) -> Callable[[], T]:
-    """A getter of one `make(hub)` per hub (one per worker; one per test in tests).
-
-    With `close`, the hub awaits `close(thing)` when it closes, so what was built
-    on it stops with it.
-    """
-    made: weakref.WeakKeyDictionary[Hub, T] = weakref.WeakKeyDictionary()
-
-    def get() -> T:
-        hub = get_hub()
-        thing = made.get(hub)
-        if thing is None:
-            thing = made[hub] = make(hub)
-            if close is not None:
-                hub.on_close(lambda: close(thing))
-        return thing
-
-    return get
