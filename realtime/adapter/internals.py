@@ -71,6 +71,7 @@ INTERNALS: dict[str, list[tuple[str, Callable[[], Any] | None]]] = {
         # realtime.adapter.pubsub_layer: the pub/sub layer's fixes.
         ("channels_redis.pubsub:RedisSingleShardConnection._ensure_redis", None),
         ("channels_redis.pubsub:RedisSingleShardConnection._ensure_receiver", None),
+        ("channels_redis.pubsub:RedisSingleShardConnection.subscribe", None),
         ("channels_redis.pubsub:RedisSingleShardConnection._do_receiving", None),
         ("channels_redis.pubsub:RedisSingleShardConnection._receive_message", None),
         ("channels_redis.pubsub:RedisPubSubLoopLayer._subscribe_to_channel", None),
