@@ -2,7 +2,7 @@
 
 Owns, per worker and per room, the sockets that are in it here, the heartbeat
 that keeps their entries alive (and sweeps a dead worker's), the batching of
-leaves into one store call per room, and the batching of the room's
+enters and leaves into one store call per room, and the batching of the room's
 `presence.changes` events into at most one `presence` frame every
 `PRESENCE_FLUSH_MS`, carrying the net `joined` and `left` since the previous
 frame (or only the count, `truncated`, past `PRESENCE_LIST_MAX` names). Each
@@ -20,6 +20,7 @@ from typing import Any
 from django.conf import settings
 
 from chat.presence.store import Change, Outcome, get_store, member
+from realtime.batching import Batched
 from realtime.fanout.hub import Hub
 from realtime.fanout.per_hub import per_hub
 from realtime.fanout.push import publish
@@ -132,6 +133,8 @@ class Tracker:
         # Entries to remove, per room, taken in batches by one task (see leave).
         self._leaving: dict[str, list[str]] = {}
         self._leaver: asyncio.Task | None = None
+        # Sockets entering together (a join storm) enter in one store call per room.
+        self._entering = Batched(self._enter_many)
         hub.observe(Event.PRESENCE_CHANGES, self.on_changes)
         hub.on_close(self.close)
 
@@ -142,13 +145,28 @@ class Tracker:
         local.sockets[socket] = user
         self._keep_beating()
         try:
-            outcome = await get_store().join(
-                room, entry=member(socket, user), first=settings.PRESENCE_LIST_MAX
-            )
+            return await self._entering((room, member(socket, user)))
         except BaseException:
             self._forget(room, socket)
             raise
-        local.saw(outcome)
+
+    async def _enter_many(self, wanted: list[tuple[str, str]]) -> list[Snapshot | BaseException]:
+        """The entries of sockets entering together: one store call and one published change per room."""
+        by_room: dict[str, list[str]] = {}
+        for room, entry in wanted:
+            by_room.setdefault(room, []).append(entry)
+        rooms = list(by_room)
+        answers = await asyncio.gather(
+            *(self._enter_room(room, by_room[room]) for room in rooms), return_exceptions=True
+        )
+        snapshots = dict(zip(rooms, answers, strict=True))
+        return [snapshots[room] for room, _ in wanted]
+
+    async def _enter_room(self, room: str, entries: list[str]) -> Snapshot:
+        outcome = await get_store().join(room, entries=entries, first=settings.PRESENCE_LIST_MAX)
+        local = self.rooms.get(room)
+        if local is not None:
+            local.saw(outcome)
         await self._publish(room, outcome)
         return Snapshot(online=outcome.names, count=outcome.count)
 

@@ -33,7 +33,7 @@ def _keys_lifetime() -> int:
 # KEYS: the room's entries (sorted set: entry -> expiry, Redis' clock), counts
 # (hash: user -> entries), users (sorted set, all scores 0: ordered by name for
 # paging) and version (a counter). ARGV: op, entry lifetime, keys' lifetime, sweep
-# limit, then per op: join ENTRY FIRST | leave ENTRY... | refresh ENTRY... | page AFTER LIMIT.
+# limit, then per op: join FIRST ENTRY... | leave ENTRY... | refresh ENTRY... | page AFTER LIMIT.
 # The version starts at Redis' clock in microseconds, so it keeps growing even
 # when the keys expire or Redis restarts and a worker still remembers old numbers.
 # Reply: {users online, version, {user, 1|0, version, ...}, {names}}.
@@ -76,7 +76,7 @@ local function remove(entry)
 end
 
 if op == 'join' then
-  add(ARGV[5])
+  for i = 6, #ARGV do add(ARGV[i]) end
 elseif op == 'leave' then
   for i = 5, #ARGV do remove(ARGV[i]) end
 elseif op == 'refresh' then
@@ -91,7 +91,7 @@ if op ~= 'page' then
 end
 local names = {}
 if op == 'join' then
-  names = redis.call('ZRANGE', U, 0, tonumber(ARGV[6]) - 1)
+  names = redis.call('ZRANGE', U, 0, tonumber(ARGV[5]) - 1)
 elseif op == 'page' then
   local from = '-'
   if ARGV[5] ~= '' then from = '(' .. ARGV[5] end
@@ -150,11 +150,9 @@ class RedisPresence(PresenceStore):
     def _args(self, op: str, sweep: int, *rest: object) -> list[object]:
         return [op, entry_lifetime(), _keys_lifetime(), sweep, *rest]
 
-    async def join(self, room: str, *, entry: str, first: int) -> Outcome:
-        reply = await self._script()(
-            keys=self._keys(room), args=self._args("join", _SWEEP_ON_JOIN, entry, first)
-        )
-        return _outcome(reply)
+    async def join(self, room: str, *, entries: list[str], first: int) -> Outcome:
+        args = self._args("join", _SWEEP_ON_JOIN, first, *entries)
+        return _outcome(await self._script()(keys=self._keys(room), args=args))
 
     async def leave(self, room: str, *, entries: list[str]) -> Outcome:
         args = self._args("leave", _SWEEP_ON_JOIN, *entries)

@@ -62,8 +62,8 @@ class PresenceStore:
     def key(self, room: str) -> str:
         return f"{redis_client.namespaced(settings.PRESENCE_KEY_PREFIX)}:{room}"
 
-    async def join(self, room: str, *, entry: str, first: int) -> Outcome:
-        """Add a socket's entry; `names` are the first `first` users online after it."""
+    async def join(self, room: str, *, entries: list[str], first: int) -> Outcome:
+        """Add sockets' entries; `names` are the first `first` users online after them."""
         raise NotImplementedError
 
     async def leave(self, room: str, *, entries: list[str]) -> Outcome:
@@ -99,8 +99,8 @@ class MemoryPresence(PresenceStore):
         # Sockets run on the event loop, HTTP views in a thread: one at a time.
         self._lock = threading.Lock()
 
-    async def join(self, room: str, *, entry: str, first: int) -> Outcome:
-        return self._apply(room, add=[entry], first=first)
+    async def join(self, room: str, *, entries: list[str], first: int) -> Outcome:
+        return self._apply(room, add=entries, first=first)
 
     async def leave(self, room: str, *, entries: list[str]) -> Outcome:
         return self._apply(room, remove=entries)

@@ -50,10 +50,10 @@ async def expire(store, room: str, entry: str) -> None:
 
 async def test_a_user_with_two_sockets_joins_once_and_leaves_once(store):
     """The first socket in makes the user join, the last one out makes them leave; versions rise."""
-    first = await store.join("room.1", entry=member("s1", "alice"), first=10)
+    first = await store.join("room.1", entries=[member("s1", "alice")], first=10)
     assert users_of(first.changes) == [("alice", True)]
     assert (first.count, first.names) == (1, ["alice"])
-    second = await store.join("room.1", entry=member("s2", "alice"), first=10)
+    second = await store.join("room.1", entries=[member("s2", "alice")], first=10)
     assert (second.changes, second.count, second.names) == ([], 1, ["alice"])
     assert (await store.leave("room.1", entries=[member("s1", "alice")])).changes == []
     last = await store.leave("room.1", entries=[member("s2", "alice")])
@@ -65,29 +65,29 @@ async def test_a_user_with_two_sockets_joins_once_and_leaves_once(store):
 async def test_a_join_answers_the_first_names_and_the_count_only(store):
     """A join's answer holds at most `first` names, sorted, and the count of everyone."""
     for name in ["dave", "bob", "erin", "alice", "carol"]:
-        outcome = await store.join("room.1", entry=member(f"s-{name}", name), first=3)
+        outcome = await store.join("room.1", entries=[member(f"s-{name}", name)], first=3)
     assert (outcome.names, outcome.count) == (["alice", "bob", "carol"], 5)
 
 
 async def test_expired_entries_leave_at_the_next_operation(store):
     """Entries nobody refreshed (a dead worker's) are removed by the next call, and their users leave."""
-    await store.join("room.1", entry=member("dead-1", "carol"), first=10)
-    await store.join("room.1", entry=member("dead-2", "carol"), first=10)
-    await store.join("room.1", entry=member("dead-3", "dave"), first=10)
-    await store.join("room.1", entry=member("live", "dave"), first=10)
+    await store.join("room.1", entries=[member("dead-1", "carol")], first=10)
+    await store.join("room.1", entries=[member("dead-2", "carol")], first=10)
+    await store.join("room.1", entries=[member("dead-3", "dave")], first=10)
+    await store.join("room.1", entries=[member("live", "dave")], first=10)
     for entry in ("dead-1|carol", "dead-2|carol", "dead-3|dave"):
         await expire(store, "room.1", entry)
-    outcome = await store.join("room.1", entry=member("new", "erin"), first=10)
+    outcome = await store.join("room.1", entries=[member("new", "erin")], first=10)
     assert sorted(users_of(outcome.changes)) == [("carol", False), ("erin", True)]
     assert (outcome.names, outcome.count) == (["dave", "erin"], 2)
 
 
 async def test_a_refresh_keeps_entries_and_brings_back_swept_ones(store):
     """A heartbeat refreshes its entries; one that had expired and been swept joins again."""
-    await store.join("room.1", entry=member("s1", "alice"), first=10)
-    await store.join("room.1", entry=member("s2", "bob"), first=10)
+    await store.join("room.1", entries=[member("s1", "alice")], first=10)
+    await store.join("room.1", entries=[member("s2", "bob")], first=10)
     await expire(store, "room.1", "s2|bob")
-    swept = await store.join("room.1", entry=member("s3", "carol"), first=10)
+    swept = await store.join("room.1", entries=[member("s3", "carol")], first=10)
     assert ("bob", False) in users_of(swept.changes)
     back = await store.refresh("room.1", entries=[member("s1", "alice"), member("s2", "bob")])
     assert users_of(back.changes) == [("bob", True)]
@@ -97,8 +97,8 @@ async def test_a_refresh_keeps_entries_and_brings_back_swept_ones(store):
 async def test_one_leave_call_takes_many_entries(store):
     """A batch of leaves: users whose last socket is in it leave, the others stay."""
     for i in range(5):
-        await store.join("room.1", entry=member(f"s{i}", f"user{i}"), first=1)
-    await store.join("room.1", entry=member("s0b", "user0"), first=1)
+        await store.join("room.1", entries=[member(f"s{i}", f"user{i}")], first=1)
+    await store.join("room.1", entries=[member("s0b", "user0")], first=1)
     outcome = await store.leave("room.1", entries=[member(f"s{i}", f"user{i}") for i in range(4)])
     assert sorted(users_of(outcome.changes)) == [("user1", False), ("user2", False), ("user3", False)]
     assert outcome.count == 2
@@ -107,7 +107,7 @@ async def test_one_leave_call_takes_many_entries(store):
 async def test_pages_of_the_online_list_follow_the_names(store):
     """A page is the next `limit` names after `after`, sorted, with the count of everyone."""
     for name in ["carol", "alice", "erin", "bob", "dave"]:
-        await store.join("room.1", entry=member(f"s-{name}", name), first=1)
+        await store.join("room.1", entries=[member(f"s-{name}", name)], first=1)
     assert store.page("room.1", after=None, limit=2).names == ["alice", "bob"]
     page = store.page("room.1", after="bob", limit=2)
     assert (page.names, page.count) == (["carol", "dave"], 5)
@@ -137,8 +137,8 @@ async def test_a_join_leave_second_tab_and_heartbeat_cost_the_same_in_a_room_of_
             room = f"room.{size}"
             await store.refresh(room, entries=[member(f"s{i}", f"user{i}") for i in range(size)])
             steps = {
-                "join": store.join(room, entry=member("a1", "alice"), first=100),
-                "second tab": store.join(room, entry=member("a2", "alice"), first=100),
+                "join": store.join(room, entries=[member("a1", "alice")], first=100),
+                "second tab": store.join(room, entries=[member("a2", "alice")], first=100),
                 "heartbeat": store.refresh(room, entries=[member("a1", "alice"), member("a2", "alice")]),
                 "leave": store.leave(room, entries=[member("a2", "alice")]),
                 "last leave": store.leave(room, entries=[member("a1", "alice")]),
