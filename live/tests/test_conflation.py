@@ -1,12 +1,17 @@
-"""Conflation on a real server: a socket that stops reading gets the latest value later, and costs a bound.
+"""`/ws/live/` on real servers, each launcher of SERVERS: conflation for a socket that stops reading, and
+the order of what a socket gets.
 
-A worker subprocess (each launcher with a pre-framed writer), this test's
-PostgreSQL and Redis. One client subscribes and stops reading (a small
-receive buffer, and a client library that stops taking frames from its
-socket once two are queued); another reads everything. A topic then changes
-1,000 times, 16 KiB a value: 16 MB, far more than the kernel's buffers and
-the worker's cut-off for slow clients (WS_MAX_BUFFER_BYTES, set to 1 MiB
-here), so without conflation the slow client would be cut off.
+One worker per launcher (realtime.launcher.SERVERS), started together and
+shared by the module's tests, on this test's PostgreSQL and Redis. Values go
+out through each server's pre-framed writer and replies through its ASGI
+send, so both are checked under each.
+
+Conflation: one client subscribes and stops reading (a small receive buffer,
+and a client library that stops taking frames from its socket once two are
+queued); another reads everything. A topic then changes 1,000 times, 16 KiB a
+value: 16 MB, far more than the kernel's buffers and the worker's cut-off for
+slow clients (WS_MAX_BUFFER_BYTES, set to 1 MiB here), so without conflation
+the slow client would be cut off.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
+from websockets.asyncio.client import connect
 
 from live import services
 from live.models import Topic
-from realtime.launcher import Worker, http_get
-from testsupport.processes import ARTIFACTS, server_env
-from testsupport.servers import receive_json
+from realtime.launcher import SERVERS, Worker, http_get
+from testsupport.processes import server_env
+from testsupport.servers import every_server, receive_json
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -33,22 +39,36 @@ CHANGES = 1000
 PAD = "x" * (16 * 1024)
 LIVE_BUFFER_BYTES = 128 * 1024
 
+publish = sync_to_async(services.publish_topic)
 
-def buffered_bytes(worker: Worker) -> float:
+
+@pytest.fixture(scope="module")
+def servers(django_db_setup, tmp_path_factory):
+    """Every server of SERVERS on the test database, started at once; {name: Worker}."""
+    env = server_env(uuid.uuid4().hex[:10]) | {
+        "WS_MAX_BUFFER_BYTES": str(1024 * 1024),
+        "LIVE_BUFFER_BYTES": str(LIVE_BUFFER_BYTES),
+    }
+    with every_server(env, tmp_path_factory.mktemp("live-servers")) as started:
+        yield started
+
+
+@pytest.fixture
+def stocks_topics(db):
+    """`stocks.`: public, values up to 32 KiB."""
+    return services.declare_topic(
+        name="stocks.", match=Topic.Match.PREFIX, read=Topic.Read.PUBLIC, max_bytes=32 * 1024
+    )
+
+
+def metric(worker: Worker, name: str) -> float:
     status, body = http_get(f"{worker.url}/metrics", 5)
     assert status == 200, body
-    return float(re.search(r"^relay_live_buffered_bytes (\S+)$", body, re.M).group(1))
-
-
-def conflated(worker: Worker) -> float:
-    _, body = http_get(f"{worker.url}/metrics", 5)
-    return float(re.search(r"^relay_live_conflated_total (\S+)$", body, re.M).group(1))
+    return float(re.search(rf"^{name} (\S+)$", body, re.M).group(1))
 
 
 async def slow_socket(worker: Worker):
     """A client that stops reading: a 4 KiB receive buffer, and at most two frames queued in the library."""
-    from websockets.asyncio.client import connect
-
     raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     raw.setblocking(False)
@@ -56,54 +76,85 @@ async def slow_socket(worker: Worker):
     return await connect(f"{worker.ws}/ws/live/", sock=raw, max_queue=2, ping_interval=None, open_timeout=10)
 
 
-@pytest.mark.parametrize("server", ["realtime.serve", "uvicorn-websockets"])
-async def test_a_reader_that_stops_gets_the_latest_value_and_the_worker_holds_a_bound(request, server):
+@pytest.mark.parametrize("server", list(SERVERS))
+async def test_a_reader_that_stops_gets_the_latest_value_and_the_worker_holds_a_bound(
+    server, servers, stocks_topics
+):
     """1,000 changes while a socket does not read: it is not cut off, then reads newer values only, ending
     with the 1,000th; the worker's held bytes stay near LIVE_BUFFER_BYTES, not the 16 MB published."""
-    from websockets.asyncio.client import connect
+    worker = servers[server]
+    mark = worker.log_size()
+    conflated_before = await asyncio.to_thread(metric, worker, "relay_live_conflated_total")
+    slow = await slow_socket(worker)
+    fast = await connect(f"{worker.ws}/ws/live/", open_timeout=10, max_queue=None)
+    for ws in (slow, fast):
+        await ws.send(json.dumps({"type": "subscribe", "topics": ["stocks.hot"]}))
+        await receive_json(ws, "subscribed", WAIT)
 
-    await sync_to_async(services.declare_topic)(
-        name="stocks.", match=Topic.Match.PREFIX, read=Topic.Read.PUBLIC, max_bytes=32 * 1024
-    )
-    env = {**server_env(uuid.uuid4().hex[:10]), "WS_MAX_BUFFER_BYTES": str(1024 * 1024)}
-    env["LIVE_BUFFER_BYTES"] = str(LIVE_BUFFER_BYTES)
-    ARTIFACTS.mkdir(exist_ok=True)
-    worker = Worker(server, env=env, log_path=ARTIFACTS / f"conflation-{server}.log", stop_grace=0)
-    await worker.astart()
-    try:
-        slow = await slow_socket(worker)
-        fast = await connect(f"{worker.ws}/ws/live/", open_timeout=10, max_queue=None)
-        for ws in (slow, fast):
-            await ws.send(json.dumps({"type": "subscribe", "topics": ["stocks.hot"]}))
-            await receive_json(ws, "subscribed", WAIT)
+    held = []
+    for i in range(CHANGES):
+        await publish("stocks.hot", {"i": i, "pad": PAD})
+        if i % 100 == 99:
+            held.append(await asyncio.to_thread(metric, worker, "relay_live_buffered_bytes"))
+    # The fast reader has seen the last change: the worker has offered it to the slow one too.
+    seq = 0
+    while seq < CHANGES:
+        seq = (await receive_json(fast, "update", WAIT))["seq"]
+    held.append(await asyncio.to_thread(metric, worker, "relay_live_buffered_bytes"))
+    # Both sockets' connections and waiting values: a few frames over the bound each, never the backlog.
+    bound = 2 * (LIVE_BUFFER_BYTES + 3 * len(PAD))
+    assert max(held) < bound, held
+    # And the gauge sees the connection's unsent bytes, not only the values waiting: the slow
+    # socket's connection was filled up to the bound before values waited.
+    assert held[-1] >= LIVE_BUFFER_BYTES, held
+    assert await asyncio.to_thread(metric, worker, "relay_live_conflated_total") > conflated_before
 
-        publish = sync_to_async(services.publish_topic)
-        held = []
-        for i in range(CHANGES):
-            await publish("stocks.hot", {"i": i, "pad": PAD})
-            if i % 100 == 99:
-                held.append(await asyncio.to_thread(buffered_bytes, worker))
-        # The fast reader has seen the last change: the worker has offered it to the slow one too.
-        seq = 0
-        while seq < CHANGES:
-            seq = (await receive_json(fast, "update", WAIT))["seq"]
-        held.append(await asyncio.to_thread(buffered_bytes, worker))
-        # Both sockets' connections and waiting values: a few frames over the bound each, never the backlog.
-        bound = 2 * (LIVE_BUFFER_BYTES + 3 * len(PAD))
-        assert max(held) < bound, held
-        assert await asyncio.to_thread(conflated, worker) > 0
+    seqs = []
+    while not seqs or seqs[-1] < CHANGES:
+        frame = await receive_json(slow, "update", WAIT)
+        seqs.append(frame["seq"])
+    assert frame["data"]["i"] == CHANGES - 1
+    assert seqs == sorted(set(seqs)), "never an older value after a newer one"
+    assert len(seqs) < CHANGES, "a backlog was sent instead of the latest values"
+    await slow.send(json.dumps({"type": "ping"}))
+    assert (await receive_json(slow, "pong", WAIT)) == {"type": "pong"}
+    assert "slow_client_dropped" not in worker.log_since(mark)
+    await slow.close()
+    await fast.close()
 
-        seqs = []
-        while not seqs or seqs[-1] < CHANGES:
-            frame = await receive_json(slow, "update", WAIT)
-            seqs.append(frame["seq"])
-        assert frame["data"]["i"] == CHANGES - 1
-        assert seqs == sorted(set(seqs)), "never an older value after a newer one"
-        assert len(seqs) < CHANGES, "a backlog was sent instead of the latest values"
-        await slow.send(json.dumps({"type": "ping"}))
-        assert (await receive_json(slow, "pong", WAIT)) == {"type": "pong"}
-        assert "slow_client_dropped" not in worker.log()
-        await slow.close()
-        await fast.close()
-    finally:
-        await worker.astop()
+
+@pytest.mark.parametrize("server", list(SERVERS))
+async def test_replies_and_values_arrive_in_order_and_nothing_after_unsubscribed(
+    server, servers, stocks_topics
+):
+    """Errors first, then `subscribed` in the frame's order, updates as published, nothing of a topic after
+    its `unsubscribed`, then `pong`: replies (ASGI sends) and values (pre-framed writes) keep their order."""
+    worker = servers[server]
+    await publish("stocks.aapl", {"price": 1})
+    ws = await connect(f"{worker.ws}/ws/live/", open_timeout=10)
+    topics = ["nope.x", "stocks.aapl", "stocks.msft"]
+    await ws.send(json.dumps({"type": "subscribe", "topics": topics, "ref": "r1"}))
+    error = await receive_json(ws, "error", WAIT)
+    assert (error["code"], error["topic"], error["ref"]) == ("unknown_topic", "nope.x", "r1")
+    first = await receive_json(ws, "subscribed", WAIT)
+    second = await receive_json(ws, "subscribed", WAIT)
+    assert (first["topic"], first["seq"], first["data"]) == ("stocks.aapl", 1, {"price": 1})
+    assert (second["topic"], second["seq"], second["data"]) == ("stocks.msft", None, None)
+
+    await publish("stocks.msft", 2)
+    await publish("stocks.aapl", 3)
+    updates = [await receive_json(ws, "update", WAIT) for _ in range(2)]
+    assert [(u["topic"], u["seq"], u["data"]) for u in updates] == [
+        ("stocks.msft", 1, 2),
+        ("stocks.aapl", 2, 3),
+    ]
+
+    await ws.send(json.dumps({"type": "unsubscribe", "topics": ["stocks.aapl"]}))
+    assert await receive_json(ws, "unsubscribed", WAIT) == {"type": "unsubscribed", "topics": ["stocks.aapl"]}
+    await publish("stocks.aapl", 4)
+    await publish("stocks.msft", 5)
+    update = await receive_json(ws, "update", WAIT)
+    assert (update["topic"], update["data"]) == ("stocks.msft", 5)
+    await ws.send(json.dumps({"type": "ping"}))
+    assert await receive_json(ws, "pong", WAIT) == {"type": "pong"}
+    await ws.close()
