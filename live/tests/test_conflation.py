@@ -119,6 +119,8 @@ async def test_a_reader_that_stops_gets_the_latest_value_and_the_worker_holds_a_
     await slow.send(json.dumps({"type": "ping"}))
     assert (await receive_json(slow, "pong", WAIT)) == {"type": "pong"}
     assert "slow_client_dropped" not in worker.log_since(mark)
+    # The figures docs/protocol.md quotes (`pytest -rP` shows them).
+    print(f"{server}: held at most {max(held):,.0f} bytes; {len(seqs)} updates after resuming")
     await slow.close()
     await fast.close()
 
