@@ -1,10 +1,10 @@
-"""`/ws/live/` on real servers, each launcher of SERVERS: conflation for a socket that stops reading, and
-the order of what a socket gets.
+"""`/ws/live/` under every server the project runs under (realtime.launcher.SERVERS): conflation for a
+socket that stops reading, the order of what a socket gets, and subscriptions a changed declaration ends.
 
-One worker per launcher (realtime.launcher.SERVERS), started together and
-shared by the module's tests, on this test's PostgreSQL and Redis. Values go
-out through each server's pre-framed writer and replies through its ASGI
-send, so both are checked under each.
+One worker per launcher, started together and shared by the module's tests,
+on this test's PostgreSQL and Redis. Values go out through each server's
+pre-framed writer and replies through its ASGI send, so both are checked
+under each.
 
 Conflation: one client subscribes and stops reading (a small receive buffer,
 and a client library that stops taking frames from its socket once two are
@@ -24,13 +24,16 @@ import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.test import Client
 from websockets.asyncio.client import connect
 
 from live import services
 from live.models import Topic
+from realtime.authentication.tokens import issue_token
 from realtime.launcher import SERVERS, Worker, http_get
+from testsupport.faults import poll
 from testsupport.processes import server_env
-from testsupport.servers import every_server, receive_json
+from testsupport.servers import every_server, receive_json, token_socket
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -45,9 +48,12 @@ publish = sync_to_async(services.publish_topic)
 @pytest.fixture(scope="module")
 def servers(django_db_setup, tmp_path_factory):
     """Every server of SERVERS on the test database, started at once; {name: Worker}."""
-    env = server_env(uuid.uuid4().hex[:10]) | {
+    tag = uuid.uuid4().hex[:10]
+    env = server_env(tag) | {
         "WS_MAX_BUFFER_BYTES": str(1024 * 1024),
         "LIVE_BUFFER_BYTES": str(LIVE_BUFFER_BYTES),
+        # Anonymous sockets counted among these workers only, not with other tests' of this address.
+        "WS_SOCKETS_KEY_PREFIX": f"test-sockets-{tag}",
     }
     with every_server(env, tmp_path_factory.mktemp("live-servers")) as started:
         yield started
@@ -160,3 +166,72 @@ async def test_replies_and_values_arrive_in_order_and_nothing_after_unsubscribed
     await ws.send(json.dumps({"type": "ping"}))
     assert await receive_json(ws, "pong", WAIT) == {"type": "pong"}
     await ws.close()
+
+
+def _admin_change(topic_id: int, admin, **fields: str) -> None:
+    """Change a declaration through the admin's change form, as a person would."""
+    client = Client()
+    client.force_login(admin)
+    url = f"/admin/live/topic/{topic_id}/change/"
+    data = {k: v for k, v in client.get(url).context["adminform"].form.initial.items() if v is not None}
+    data.pop("groups", None)
+    if not data.get("client_publish"):
+        data.pop("client_publish", None)  # an unticked box is absent from a form's post
+    data.update(fields)
+    response = client.post(url, data)
+    assert response.status_code == 302, response.context and response.context["adminform"].form.errors
+
+
+def _admin_delete(topic_id: int, admin) -> None:
+    client = Client()
+    client.force_login(admin)
+    assert client.post(f"/admin/live/topic/{topic_id}/delete/", {"post": "yes"}).status_code == 302
+
+
+async def declared(worker: Worker, topic: str) -> bool:
+    """Whether `worker` knows a declaration covering `topic` (its topic API answers, not 404)."""
+    status, _ = await asyncio.to_thread(http_get, f"{worker.url}/api/topics/{topic}/", 5)
+    return status == 200
+
+
+async def subscribe(ws, *topics: str) -> list[str]:
+    """Subscribe; the type of the answer to each topic."""
+    await ws.send(json.dumps({"type": "subscribe", "topics": list(topics)}))
+    return [json.loads(await asyncio.wait_for(ws.recv(), WAIT))["type"] for _ in topics]
+
+
+@pytest.mark.parametrize("server", list(SERVERS))
+async def test_a_declaration_changed_or_deleted_in_the_admin_ends_subscriptions_on_every_worker(
+    server, servers, alice, make_user, stocks_topics
+):
+    """`board.` made logged-in only in the admin: an anonymous socket on this server gets `forbidden`
+    naming the topic and no more of it, alice's on another server keeps hers; deleted in the admin: she
+    gets `unknown_topic`."""
+    names = list(SERVERS)
+    worker, other = servers[server], servers[names[(names.index(server) + 1) % len(names)]]
+    admin = await sync_to_async(make_user)("root", is_staff=True, is_superuser=True)
+    board = await sync_to_async(services.declare_topic)(
+        name="board.", match=Topic.Match.PREFIX, read=Topic.Read.PUBLIC
+    )
+    for declared_on in (worker, other):
+        # These workers outlive a test: they hear of the new declaration shortly after its commit.
+        await poll(lambda w=declared_on: declared(w, "board.x"), seconds=WAIT, what="board. declared")
+    anonymous = await connect(f"{worker.ws}/ws/live/", open_timeout=10)
+    assert await subscribe(anonymous, "board.x", "stocks.aapl") == ["subscribed", "subscribed"]
+    alices = await token_socket(f"{other.ws}/ws/live/", (await sync_to_async(issue_token)(user=alice)).access)
+    assert await subscribe(alices, "board.x") == ["subscribed"]
+
+    await sync_to_async(_admin_change)(board.pk, admin, read=Topic.Read.AUTHENTICATED)
+    ended = await receive_json(anonymous, "error", WAIT)
+    assert (ended["code"], ended["topic"]) == ("forbidden", "board.x")
+    await publish("board.x", 1)
+    await publish("stocks.aapl", 2)
+    assert (await receive_json(alices, "update", WAIT))["data"] == 1
+    update = await receive_json(anonymous, "update", WAIT)
+    assert (update["topic"], update["data"]) == ("stocks.aapl", 2), "nothing of board.x after its error"
+
+    await sync_to_async(_admin_delete)(board.pk, admin)
+    ended = await receive_json(alices, "error", WAIT)
+    assert (ended["code"], ended["topic"]) == ("unknown_topic", "board.x")
+    await anonymous.close()
+    await alices.close()
