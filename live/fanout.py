@@ -150,9 +150,12 @@ class Router:
             declarations, self._changed = self._changed, []
             try:
                 rules = await load_rules()
-            except UNAVAILABLE_ERRORS:
+            except Exception as exc:
                 # Subscriptions stay as they are; new subscribes read the declarations afresh.
-                logger.warning("live: declarations changed but could not be read; subscriptions kept")
+                logger.warning(
+                    "live: declarations changed but could not be read; subscriptions kept",
+                    exc_info=not isinstance(exc, UNAVAILABLE_ERRORS),
+                )
                 continue
             held: dict[Outbox, list[str]] = {}
             for topic, feed in list(self.feeds.items()):
