@@ -8,11 +8,17 @@ topic gets an error frame naming it (`unknown_topic`, `forbidden`,
 `too_large` past the socket's topic cap) while the frame's other topics go
 ahead. Values go out through the socket's `Outbox` (conflation); the worker's
 `Router` holds one hub subscription per topic.
+
+Access is checked when a topic is subscribed, and again when a declaration
+covering it changes (`push_topic_recheck`, from the worker's router): a
+subscription no longer allowed ends with the error frame a subscribe would
+get now (`forbidden`, or `unknown_topic` when no declaration covers it).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from django.conf import settings
@@ -100,6 +106,8 @@ class LiveConsumer(RealtimeConsumer):
     # --- client frames --------------------------------------------------------------
     async def frame_subscribe(self, frame: Subscribe) -> None:
         names = self._names(frame.topics)
+        router = get_router()
+        revision = router.revision
         rules = await self._rules()
         outbox = self.outbox
         if outbox is None:
@@ -120,7 +128,6 @@ class LiveConsumer(RealtimeConsumer):
                 accepted.append(name)
         if not accepted or self.closed:
             return
-        router = get_router()
         for name in accepted:
             outbox.subscribing(name)
         try:
@@ -135,6 +142,10 @@ class LiveConsumer(RealtimeConsumer):
         for value in values:
             outbox.snapshot(value)
         await outbox.flush()
+        if router.revision != revision:
+            # Declarations changed while these were checked, and the router's re-check may
+            # have looked before this socket held them: check them against the new ones.
+            await self._recheck(accepted, await load_rules())
 
     async def frame_unsubscribe(self, frame: Unsubscribe) -> None:
         names = self._names(frame.topics)
@@ -171,6 +182,30 @@ class LiveConsumer(RealtimeConsumer):
             raise _TopicRefused(exc.code, exc.detail) from None
         value = await get_router().store.publish(name, text)
         await push.publish(topic_group(name), topic_event(value))
+
+    # --- declarations changed -------------------------------------------------------------
+    def push_topic_recheck(self, event: dict[str, Any]) -> Awaitable[None]:
+        self.needs_io()  # it may read the user's groups, and sends through ASGI
+        return self._recheck(event["topics"], event["rules"])
+
+    async def _recheck(self, topics: list[str], rules: Rules) -> None:
+        """End the subscriptions among `topics` that `rules` no longer allow, each with its error frame."""
+        for name in topics:
+            outbox = self.outbox
+            if outbox is None or name not in outbox.topics:
+                continue
+            rule = rules.find(name)
+            if rule is None:
+                code, detail = ErrorCode.UNKNOWN_TOPIC, "this topic is no longer declared"
+            elif not await self._may_read(rule):
+                code, detail = ErrorCode.FORBIDDEN, "you may no longer read this topic"
+            else:
+                continue
+            if name not in outbox.topics or outbox is not self.outbox:
+                continue  # unsubscribed meanwhile
+            outbox.unsubscribe(name)
+            await get_router().remove([name], outbox)
+            await self._refuse(code, name, detail, None)
 
     # --- helpers ----------------------------------------------------------------------
     def _names(self, names: list[str]) -> list[str]:

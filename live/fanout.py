@@ -10,6 +10,13 @@ or keeps it as that topic's newest pending value.
 A feed also drops a value older than the newest it has seen: publishes from
 two processes can arrive in either order, and no socket may get an older
 value after a newer one.
+
+When declarations change (`Event.TOPIC_RULES`, one message to every worker
+after the change commits), the router empties the process's rule cache,
+reads the declarations once, and hands each socket that holds a topic they
+cover a `TOPIC_RECHECK` with them; the socket ends the subscriptions it may
+no longer hold (`live.consumers`). Changes that arrive while a re-check is
+being read are merged into the next one.
 """
 
 from __future__ import annotations
@@ -19,10 +26,14 @@ import logging
 from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from live import selectors
 from live.store import AsyncStore, Value
+from realtime import db
+from realtime.fanout.events import LocalEvent
 from realtime.fanout.hub import Hub
 from realtime.fanout.per_hub import per_hub
-from realtime.protocol import topic_group
+from realtime.operations.errors import UNAVAILABLE_ERRORS
+from realtime.protocol import Event, topic_group
 
 if TYPE_CHECKING:
     from live.outbox import Outbox
@@ -31,6 +42,8 @@ logger = logging.getLogger("live.fanout")
 
 # Outboxes offered a value between two yields to the event loop (as the hub does for its sockets).
 _YIELD_EVERY = 128
+
+load_rules = db.frames(selectors.load_rules)
 
 
 def _value(event: dict[str, Any]) -> Value | None:
@@ -90,6 +103,22 @@ class Feed:
         """See hub_cork."""
 
 
+def _declarations(event: dict[str, Any]) -> list[tuple[str, bool]] | None:
+    declarations = event.get("declarations")
+    if not isinstance(declarations, list):
+        return None
+    pairs = []
+    for pair in declarations:
+        if not (isinstance(pair, list | tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+            return None
+        pairs.append((pair[0], bool(pair[1])))
+    return pairs
+
+
+def _covered(topic: str, declarations: Iterable[tuple[str, bool]]) -> bool:
+    return any(topic.startswith(name) if prefix else topic == name for name, prefix in declarations)
+
+
 class Router:
     """This worker's feeds, and its Redis connections for snapshots and client publishes."""
 
@@ -97,6 +126,53 @@ class Router:
         self.hub = hub
         self.feeds: dict[str, Feed] = {}
         self.store = AsyncStore()
+        # Declaration changes heard so far: a socket whose subscribe read the declarations
+        # before one of them re-checks what it subscribed (live.consumers).
+        self.revision = 0
+        self._changed: list[tuple[str, bool]] = []
+        self._rechecking: asyncio.Future | None = None
+        hub.observe(Event.TOPIC_RULES, self.declarations_changed)
+
+    # --- declarations changed ---------------------------------------------------------
+    def declarations_changed(self, group: str, event: dict[str, Any]) -> None:
+        """A hub observer: once per worker per change (see the module docstring)."""
+        declarations = _declarations(event)
+        if declarations is None:
+            logger.warning("live: dropped a malformed declarations event")
+            return
+        selectors.forget_rules()
+        self.revision += 1
+        self._changed.extend(declarations)
+        if self._rechecking is None or self._rechecking.done():
+            self._rechecking = asyncio.ensure_future(self._recheck())
+
+    async def _recheck(self) -> None:
+        while self._changed:
+            declarations, self._changed = self._changed, []
+            try:
+                rules = await load_rules()
+            except Exception as exc:
+                # Subscriptions stay as they are; new subscribes read the declarations afresh.
+                logger.warning(
+                    "live: declarations changed but could not be read; subscriptions kept",
+                    exc_info=not isinstance(exc, UNAVAILABLE_ERRORS),
+                )
+                continue
+            held: dict[Outbox, list[str]] = {}
+            for topic, feed in list(self.feeds.items()):
+                if _covered(topic, declarations):
+                    for outbox in feed.outboxes:
+                        held.setdefault(outbox, []).append(topic)
+            for count, (outbox, topics) in enumerate(held.items(), 1):
+                event = LocalEvent({"type": Event.TOPIC_RECHECK, "topics": topics, "rules": rules})
+                try:
+                    await outbox.recheck(event)
+                except Exception:
+                    logger.exception("live: re-checking a socket's subscriptions failed")
+                if count % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+
+    # --- subscriptions ------------------------------------------------------------------
 
     async def add(self, topics: Iterable[str], outbox: Outbox) -> None:
         """Subscribe `outbox` to `topics`: values published from now on reach it."""
@@ -129,6 +205,8 @@ class Router:
             await self.hub.unsubscribe(topic_group(topic), feed)
 
     async def close(self) -> None:
+        if self._rechecking is not None:
+            self._rechecking.cancel()
         await self.store.aclose()
 
 

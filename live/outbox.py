@@ -45,6 +45,7 @@ from realtime.protocol import ServerFrame
 
 if TYPE_CHECKING:
     from realtime.consumers import RealtimeConsumer
+    from realtime.fanout.events import LocalEvent
 
 logger = logging.getLogger("live.outbox")
 
@@ -152,6 +153,12 @@ class Outbox:
 
     def lost(self) -> None:
         self.consumer.hub_lost()
+
+    async def recheck(self, event: LocalEvent) -> None:
+        """Hand the socket a re-check of its subscriptions (`Event.TOPIC_RECHECK`), between its frames."""
+        pending = self.consumer.hub_deliver(event)
+        if pending is not None:
+            await pending
 
     def close(self) -> None:
         _open.discard(self)

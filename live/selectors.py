@@ -3,7 +3,9 @@
 Every socket asks for every topic it subscribes to, so the declarations (a
 short table) are held in memory per process and read again after
 `LIVE_RULES_CACHE_SECONDS`, or at once when this process changed one
-(`live.receivers`).
+(`live.receivers`) or heard that another did (`live.fanout`). A read that
+began before the cache was emptied is used by its caller but not cached: it
+may predate the change.
 """
 
 from __future__ import annotations
@@ -60,12 +62,15 @@ class Rules:
 
 
 _cached: Rules | None = None
+_forgotten = 0  # how many times the cache was emptied: a read that began before is not cached
 _lock = threading.Lock()
 
 
 def load_rules() -> Rules:
-    """Every declaration, read now (and cached)."""
+    """Every declaration, read now (and cached, unless the cache was emptied while it was read:
+    a read that began before a change was committed may not see it)."""
     global _cached
+    forgotten = _forgotten
     groups: dict[int, set[int]] = {}
     for topic_id, group_id in Topic.groups.through.objects.values_list("topic_id", "group_id"):
         groups.setdefault(topic_id, set()).add(group_id)
@@ -90,7 +95,8 @@ def load_rules() -> Rules:
     prefixes.sort(key=lambda rule: len(rule.name), reverse=True)
     rules = Rules(exact=exact, prefixes=tuple(prefixes), loaded_at=time.monotonic())
     with _lock:
-        _cached = rules
+        if forgotten == _forgotten:
+            _cached = rules
     return rules
 
 
@@ -105,9 +111,10 @@ def rules() -> Rules:
 
 
 def forget_rules() -> None:
-    global _cached
+    global _cached, _forgotten
     with _lock:
         _cached = None
+        _forgotten += 1
 
 
 def topic_rule(name: str) -> Rule | None:

@@ -23,7 +23,7 @@ from live import demo, selectors, store
 from live.models import Topic
 from live.selectors import Rule
 from realtime.fanout import push
-from realtime.protocol import COMMITTED_AT, ErrorCode, Event, topic_group
+from realtime.protocol import COMMITTED_AT, ErrorCode, Event, broadcast_group, topic_group
 
 
 class TopicError(Exception):
@@ -110,6 +110,19 @@ def declare_topic(
     topic.save()
     topic.groups.set(list(groups))
     return topic
+
+
+def declarations_changed(declarations: Iterable[tuple[str, bool]]) -> None:
+    """These declarations (name, is a prefix) were saved, changed or deleted: after commit, every
+    worker re-checks its sockets' subscriptions to the names they cover and ends those no longer
+    allowed (`live.fanout`). One channel-layer message, to every worker's hub.
+
+    Called for every change of a declaration however it was made (`live.receivers`).
+    """
+    covered = sorted({(name, bool(prefix)) for name, prefix in declarations})
+    if covered:
+        event = {"type": Event.TOPIC_RULES, "declarations": [list(pair) for pair in covered]}
+        push.push_after_commit([(broadcast_group(), event)])
 
 
 def seed_demo_topics() -> Topic:

@@ -66,6 +66,12 @@ class Event(StrEnum):
     REVOKE = "push.revoke"
     # A new value of a live topic, to the topic's group (live.services.publish_topic).
     TOPIC = "push.topic"
+    # Topic declarations changed (saved or deleted), to the broadcast group: each
+    # worker takes it once (live.fanout) and hands each live socket of its that
+    # holds a topic they cover a TOPIC_RECHECK of its own (never sent through
+    # the channel layer), which ends the subscriptions no longer allowed.
+    TOPIC_RULES = "topic.rules"
+    TOPIC_RECHECK = "push.topic_recheck"
 
 
 class ServerFrame(StrEnum):
