@@ -40,7 +40,7 @@ def get_json_as(base: str, path: str, user) -> tuple[int, dict]:
 
 async def browser_socket(url: str, user):
     """A WebSocket to a running server, authenticated like a browser (session cookie + Origin)."""
-    return await browser_opening(url, user)
+    return await (await browser_opening(url, user))
 
 
 async def browser_opening(url: str, user, *, open_timeout: float = 10):

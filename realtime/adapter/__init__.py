@@ -3,8 +3,9 @@ r"""The one package that reaches into dependencies' internals; the rest of the c
 Private (or undocumented) names of daphne, Twisted, autobahn, uvicorn, h11,
 websockets, channels, channels_redis, redis-py and asgiref are used only here:
 
-- `twisted_daphne`: daphne's WebSocket protocol and Twisted's HTTP channel, the
-  access log's masked paths, the drain on SIGTERM under plain daphne;
+- `twisted_daphne`: daphne's WebSocket protocol (with ASGI's WebSocket Denial
+  Response extension) and Twisted's HTTP channel, the access log's masked
+  paths, the drain on SIGTERM under plain daphne;
 - `daphne_launcher`: daphne's Server and command line with the drain
   (`python -m realtime.serve`);
 - `uvicorn_h11`: the request-head deadline in uvicorn's h11 protocol;
