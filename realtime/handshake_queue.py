@@ -27,8 +27,9 @@ A refusal is answered with HTTP 503, `Retry-After:
 WS_HANDSHAKE_RETRY_AFTER_SECONDS` and `{"error": "overloaded", "detail": ...}`
 where the server offers ASGI's WebSocket Denial Response extension (uvicorn;
 daphne, `realtime.serve` and runserver through `realtime.adapter`), else by
-accepting and closing with 1013 `overloaded` at once. Clients retry with
-jittered backoff (docs/protocol.md, "Load shedding").
+accepting and closing with 1013 `overloaded` at once (1000 where the server
+cannot send 1013: daphne without the adapter). Clients retry with jittered
+backoff (docs/protocol.md, "Load shedding").
 
 Only `receive` is wrapped, and by a plain function that hands back the
 server's own awaitable: `send` stays the server's, which the pre-framed
@@ -119,28 +120,39 @@ class HandshakeQueue:
 
 async def refuse(scope: dict, receive: Any, send: Any) -> None:
     """Answer a handshake with 503 and Retry-After, or where the server cannot, accept and close 1013."""
-    retry_after = settings.WS_HANDSHAKE_RETRY_AFTER_SECONDS
     await receive()  # websocket.connect
     try:
         if DENIAL_RESPONSE in (scope.get("extensions") or {}):
-            body = orjson.dumps(
-                {
-                    "error": str(CloseReason.OVERLOADED),
-                    "detail": f"too many handshakes in progress on this worker; retry in {retry_after} s",
-                }
-            )
-            headers = [(b"retry-after", str(retry_after).encode()), (b"content-type", b"application/json")]
-            await send({"type": "websocket.http.response.start", "status": 503, "headers": headers})
-            await send({"type": "websocket.http.response.body", "body": body})
+            await _deny(send, settings.WS_HANDSHAKE_RETRY_AFTER_SECONDS)
         else:
             await send({"type": "websocket.accept"})
-            # Plain int and str, as ASGI says: autobahn (daphne) refuses a str subclass as a reason.
-            reason = str(CloseReason.OVERLOADED)
-            await send({"type": "websocket.close", "code": int(CloseCode.OVERLOADED), "reason": reason})
+            await _close_overloaded(send)
     except Exception as exc:
         # A client that has left meanwhile needs no answer.
         if not adapter.is_closed_send_error(exc):
             raise
+
+
+async def _deny(send: Any, retry_after: int) -> None:
+    detail = f"too many handshakes in progress on this worker; retry in {retry_after} s"
+    body = orjson.dumps({"error": str(CloseReason.OVERLOADED), "detail": detail})
+    headers = [(b"retry-after", str(retry_after).encode()), (b"content-type", b"application/json")]
+    await send({"type": "websocket.http.response.start", "status": 503, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
+async def _close_overloaded(send: Any) -> None:
+    # Plain int and str, as ASGI says: autobahn (daphne) refuses a str subclass as a reason.
+    code, reason = int(CloseCode.OVERLOADED), str(CloseReason.OVERLOADED)
+    close = {"type": "websocket.close", "code": code, "reason": reason}
+    try:
+        await send(close)
+    except Exception as exc:
+        if adapter.is_closed_send_error(exc):
+            raise
+        # daphne without the adapter: autobahn sends only 1000 and 3000-4999 and raises
+        # for 1013. A plain close then; clients back off from it all the same.
+        await send({"type": "websocket.close"})
 
 
 def _note_refusal(limit: int) -> None:
