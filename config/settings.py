@@ -312,6 +312,14 @@ if WS_SOCKETS_TTL_SECONDS < 2 * WS_SOCKETS_HEARTBEAT_SECONDS:
     raise ImproperlyConfigured("WS_SOCKETS_TTL_SECONDS must be at least twice WS_SOCKETS_HEARTBEAT_SECONDS")
 WS_SOCKETS_KEY_PREFIX = env_str("WS_SOCKETS_KEY_PREFIX", "sockets")
 
+# --- Load shedding (realtime/handshake_queue.py) ------------------------------------------
+# While this many socket handshakes are in progress on a worker, it refuses a new
+# one at once, before any credential lookup: HTTP 503 with Retry-After (close 1013
+# where the server cannot answer a handshake with a status). 0: never refuse.
+WS_HANDSHAKE_QUEUE_LIMIT = env_int("WS_HANDSHAKE_QUEUE_LIMIT", 200, minimum=0)
+# The refusal's Retry-After (whole seconds, as HTTP has it); clients add their jittered backoff.
+WS_HANDSHAKE_RETRY_AFTER_SECONDS = env_int("WS_HANDSHAKE_RETRY_AFTER_SECONDS", 1, minimum=0)
+
 # --- Login throttle (contract v2; realtime/authentication/login_throttle.py) ----------------------
 # This many failed logins within the window, for one username or from one client
 # address, refuse further attempts with 429 until the oldest of them leaves the window.

@@ -41,6 +41,7 @@ class CloseCode(IntEnum):
     TOO_LARGE = 1009
     SERVER_ERROR = 1011
     RESTARTING = 1012
+    OVERLOADED = 1013  # "try again later": a handshake refused by realtime.handshake_queue
     NOT_AUTHENTICATED = 4401
     FORBIDDEN = 4403
     NOT_FOUND = 4404
@@ -115,6 +116,8 @@ class CloseReason(StrEnum):
     DEACTIVATED = "deactivated"  # an admin deactivated (or deleted) the user
     DISCONNECTED = "disconnected"  # an admin's "Disconnect user"
     TOO_MANY_SOCKETS = "too_many_sockets"  # with 4429: the user holds WS_MAX_SOCKETS_PER_USER already
+    # With 1013, and the `error` of a 503 handshake answer: WS_HANDSHAKE_QUEUE_LIMIT handshakes in progress.
+    OVERLOADED = "overloaded"
 
 
 def user_group(user_id: int) -> str:

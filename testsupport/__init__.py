@@ -8,6 +8,7 @@
 - `servers`: clients of a server running in a subprocess (sockets, raw handshakes, /metrics);
 - `browser`: Chromium through Playwright, and what it reports (page errors, CSP violations);
 - `faults`: private Redis and PostgreSQL servers to break, and clients that record what they got;
+- `handshakes`: handshakes held in progress (credential tables locked), a worker's handshake queue;
 - `deployments`: whole deployments (scratch databases, Sentinel) as an operator runs them.
 
 Not the test kit: `relay_testing/` is the pytest plugin a project using the

@@ -41,15 +41,21 @@ def get_json_as(base: str, path: str, user) -> tuple[int, dict]:
 
 async def browser_socket(url: str, user):
     """A WebSocket to a running server, authenticated like a browser (session cookie + Origin)."""
+    return await (await browser_opening(url, user))
+
+
+async def browser_opening(url: str, user, *, open_timeout: float = 10):
+    """`browser_socket`, not yet opened: await it to open. Its session is made now, so it can
+    open while the session table is locked (testsupport.handshakes)."""
     from websockets.asyncio.client import connect
 
     # database_sync_to_async closes its connection after, so none outlives the test database.
     key = await database_sync_to_async(session_cookie)(user)
-    return await connect(
+    return connect(
         url,
         origin=ORIGIN,
         additional_headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={key}"},
-        open_timeout=10,
+        open_timeout=open_timeout,
     )
 
 

@@ -20,8 +20,9 @@ from realtime.authentication.apikeys import create_api_key
 from realtime.authentication.tokens import issue_token
 from realtime.launcher import Worker, http_get
 from testsupport.faults import fault_worker, publish, start_workers
+from testsupport.handshakes import credentials_locked, until_in_progress, until_refused
 from testsupport.processes import ARTIFACTS, run_manage, server_env
-from testsupport.servers import receive_json, token_socket
+from testsupport.servers import browser_opening, receive_json, token_socket
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -111,26 +112,58 @@ async def test_publishes_racing_on_two_workers_get_each_seq_once_and_arrive_in_o
         await asyncio.gather(a.astop(), b.astop())
 
 
-async def test_the_readmes_ticker_client_prints_prices(request, stocks):
-    """README's Python stock-ticker client, run as it is against a worker, prints the price published."""
+def readme_ticker(port: int):
+    """README's Python stock-ticker client, as printed, pointed at `port` (a coroutine: the process)."""
     readme = (settings.BASE_DIR / "README.md").read_text()
     code = readme.split("(`pip install websockets`):\n\n```python\n", 1)[1].split("```", 1)[0]
+    code = code.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+    return asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE)
+
+
+async def prints_the_published_price(client) -> None:
+    """Publish stocks.aapl; the client's first line is that value, seq 1."""
+    try:
+        # Before or after the client subscribed: either way its first line is this value
+        # (it prints nothing for a topic never published).
+        await run_manage("publish_topic", "stocks.aapl", '{"price": 190.25}')
+        line = await asyncio.wait_for(client.stdout.readline(), WAIT)
+        assert line.decode().split() == ["stocks.aapl", "190.25", "seq", "1"]
+    finally:
+        client.kill()
+        await client.wait()
+
+
+async def test_the_readmes_ticker_client_prints_prices(request, stocks):
+    """README's Python stock-ticker client, run as it is against a worker, prints the price published."""
     ARTIFACTS.mkdir(exist_ok=True)
     worker = fault_worker(server_env(uuid.uuid4().hex[:10]), ARTIFACTS / "readme-ticker.log")
     await worker.astart()
     try:
-        pipe = asyncio.subprocess.PIPE
-        client = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", code.replace("127.0.0.1:8000", f"127.0.0.1:{worker.port}"), stdout=pipe
-        )
-        try:
-            # Before or after the client subscribed: either way its first line is this value
-            # (it prints nothing for a topic never published).
-            await run_manage("publish_topic", "stocks.aapl", '{"price": 190.25}')
-            line = await asyncio.wait_for(client.stdout.readline(), WAIT)
-            assert line.decode().split() == ["stocks.aapl", "190.25", "seq", "1"]
-        finally:
+        await prints_the_published_price(await readme_ticker(worker.port))
+    finally:
+        await worker.astop()
+
+
+async def test_the_readmes_ticker_client_waits_out_a_worker_shedding_load(stocks, alice):
+    """A worker whose handshake queue is full refuses the client (503) until it drains; then it prints."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    env = server_env(uuid.uuid4().hex[:10]) | {"WS_HANDSHAKE_QUEUE_LIMIT": "1"}
+    worker = fault_worker(env, ARTIFACTS / "readme-ticker-shedding.log")
+    await worker.astart()
+    client = None
+    try:
+        browser = await browser_opening(f"{worker.ws}/ws/notifications/", alice, open_timeout=30)
+        async with credentials_locked():  # the browser's handshake waits in its lookup: the queue is full
+            held = asyncio.ensure_future(browser)
+            await until_in_progress(worker.url, 1)
+            client = await readme_ticker(worker.port)
+            await until_refused(worker.url, 1)
+        socket = await held
+        await receive_json(socket, "welcome", WAIT)
+        await socket.close()
+        await prints_the_published_price(client)
+    finally:
+        if client is not None and client.returncode is None:
             client.kill()
             await client.wait()
-    finally:
         await worker.astop()

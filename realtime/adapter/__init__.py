@@ -3,8 +3,9 @@ r"""The one package that reaches into dependencies' internals; the rest of the c
 Private (or undocumented) names of daphne, Twisted, autobahn, uvicorn, h11,
 websockets, channels, channels_redis, redis-py and asgiref are used only here:
 
-- `twisted_daphne`: daphne's WebSocket protocol and Twisted's HTTP channel, the
-  access log's masked paths, the drain on SIGTERM under plain daphne;
+- `twisted_daphne`: daphne's WebSocket protocol (with ASGI's WebSocket Denial
+  Response extension) and Twisted's HTTP channel, the access log's masked
+  paths, the drain on SIGTERM under plain daphne;
 - `daphne_launcher`: daphne's Server and command line with the drain
   (`python -m realtime.serve`);
 - `uvicorn_h11`: the request-head deadline in uvicorn's h11 protocol;
@@ -23,6 +24,7 @@ adapter lines:
     D='daphne|twisted|autobahn|uvicorn|websockets|h11|channels|channels_redis|redis|asgiref'
     N='dataBuffer|threadlocal|real_send|validate_origin|get_handler_name|sendCloseFrame|failHandshake'
     N="$N|handle_reply|log_action|H11Protocol|WebSocketFactory|HTTPFactory|HTTPChannel"
+    N="$N|serverReject|create_application"
     N="$N|RedisSingleShardConnection|RedisPubSubLoopLayer"
     git grep -nE "from ($D)[.a-z_]* import .*\b_[A-Za-z]|[]A-Za-z)]\._[A-Za-z]|\b($N)\b" \
       -- '*.py' ':!*/tests/*' ':!bench/' \
@@ -47,8 +49,11 @@ internal is there, it:
   1000 and 3000-4999 (the browser API's rule) and raises for 1009, 1011 and
   1012, leaving the socket open and silent; daphne also drops the reason
   (django/daphne#374). It also answers an Origin that autobahn cannot parse
-  with 403, as the application does for one it refuses, and bounds what a
-  client that stops reading can cost on the ASGI send path;
+  with 403, as the application does for one it refuses, offers ASGI's
+  WebSocket Denial Response extension (daphne can only refuse a handshake
+  with 403; the handshake queue answers 503 with Retry-After through it, as
+  under uvicorn), and bounds what a client that stops reading can cost on
+  the ASGI send path;
 - drains on SIGTERM as `realtime.serve` does (`realtime.adapter.drain`): it stops
   listening, sockets mid-handshake get 1012, open ones get 1012 after
   DRAIN_GRACE_SECONDS, then the reactor stops. Plain daphne would cut every

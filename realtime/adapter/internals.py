@@ -30,11 +30,18 @@ def _twisted_descriptor() -> Any:
 # `WITHOUT` (the warning says it).
 INTERNALS: dict[str, list[tuple[str, Callable[[], Any] | None]]] = {
     "daphne": [
-        # realtime.adapter.twisted_daphne: close codes, Origin refusal, slow-client limit, header deadline.
+        # realtime.adapter.twisted_daphne: close codes, Origin refusal, denial responses, slow-client
+        # limit, header deadline.
         ("daphne.ws_protocol:WebSocketFactory.protocol", None),
         ("daphne.ws_protocol:WebSocketProtocol.handle_reply", None),
         ("daphne.ws_protocol:WebSocketProtocol.sendCloseFrame", None),
         ("daphne.ws_protocol:WebSocketProtocol.failHandshake", None),
+        # The Denial Response extension: daphne's refusal, autobahn's raw write and drop.
+        ("daphne.ws_protocol:WebSocketProtocol.serverReject", None),
+        ("daphne.ws_protocol:WebSocketProtocol.STATE_CONNECTING", None),
+        ("daphne.ws_protocol:WebSocketProtocol.sendData", None),
+        ("daphne.ws_protocol:WebSocketProtocol.dropConnection", None),
+        ("daphne.server:Server.create_application", None),
         ("daphne.ws_protocol:WebSocketProtocol.STATE_OPEN", None),
         ("daphne.ws_protocol:WebSocketProtocol.STATE_CLOSING", None),
         ("daphne.ws_protocol:WebSocketProtocol.STATE_CLOSED", None),
@@ -86,8 +93,8 @@ INTERNALS: dict[str, list[tuple[str, Callable[[], Any] | None]]] = {
 }
 
 WITHOUT = {
-    "daphne": "close codes 1009/1011/1012 may not reach clients, SIGTERM does not drain, no slow-client "
-    "limit and no request-header deadline; events go out through plain ASGI sends",
+    "daphne": "close codes 1009/1011/1012/1013 may not reach clients, SIGTERM does not drain, no slow-client "
+    "limit, no request-header deadline and no 503 refusals; events go out through plain ASGI sends",
     "uvicorn": "no request-header deadline; events go out through plain ASGI sends",
     "channels_redis": "the pub/sub layer runs as upstream ships it (no publish lock of its own, "
     "no forgetting of failed subscriptions, a traceback per failed read)",

@@ -1,8 +1,10 @@
 """What the adapter changes in daphne, Twisted and autobahn (installed by `realtime.adapter.install()`).
 
-daphne's WebSocket protocol with every close code and its reason, its HTTP
-channel with a deadline on request headers, the access log's masked paths and
-the drain on SIGTERM under plain daphne.
+daphne's WebSocket protocol with every close code and its reason and with
+ASGI's WebSocket Denial Response extension (a handshake answered with an HTTP
+status, headers and body), its HTTP channel with a deadline on request
+headers, the access log's masked paths and the drain on SIGTERM under plain
+daphne.
 
 Imported only under daphne, by `realtime.adapter.install()`: importing
 daphne's modules elsewhere would install Twisted's reactor in a uvicorn worker.
@@ -11,6 +13,7 @@ daphne's modules elsewhere would install Twisted's reactor in a uvicorn worker.
 from __future__ import annotations
 
 import asyncio
+import http
 import logging
 import pprint
 import signal
@@ -30,6 +33,12 @@ from realtime.adapter.writers import twisted_buffered
 logger = logging.getLogger("realtime.adapter")
 
 
+# The ASGI extension, and its two messages, that answer a handshake with an HTTP response.
+DENIAL_RESPONSE = "websocket.http.response"
+DENIAL_MESSAGES = ("websocket.http.response.start", "websocket.http.response.body")
+FRAMING_HEADERS = frozenset({b"content-length", b"connection", b"transfer-encoding"})
+
+
 class _Formatted:
     """`pformat(value)`, put off until a log line that shows it is written."""
 
@@ -46,6 +55,9 @@ class _Formatted:
 
 
 class RelayWebSocketProtocol(WebSocketProtocol):
+    # (status, headers, body parts) of a denial response the application has begun.
+    _denial: tuple[int, list, list[bytes]] | None = None
+
     def _connectionMade(self):
         # autobahn pretty-prints every connection's configuration for a debug
         # line, whatever the log level: 13 % of a handshake's CPU under daphne
@@ -59,6 +71,9 @@ class RelayWebSocketProtocol(WebSocketProtocol):
 
     def handle_reply(self, message):
         kind = message.get("type")
+        if kind in DENIAL_MESSAGES:
+            self._deny(message)
+            return
         if kind == "websocket.send":
             if self.state in (self.STATE_CLOSING, self.STATE_CLOSED):
                 # The close handshake has begun: autobahn would raise, and the
@@ -82,6 +97,9 @@ class RelayWebSocketProtocol(WebSocketProtocol):
         super().handle_reply(message)
 
     def failHandshake(self, reason: str, code: int = 400, responseHeaders=None):
+        if self._denial is not None:
+            self._send_denial()
+            return
         # autobahn parses the Origin itself and refuses one it cannot parse (a
         # port out of range, `http://[::1`) with 400, before the application
         # sees the handshake. The contract refuses an Origin that is not
@@ -89,6 +107,36 @@ class RelayWebSocketProtocol(WebSocketProtocol):
         if reason.startswith("HTTP Origin header"):
             code = 403
         super().failHandshake(reason, code, responseHeaders)
+
+    def _deny(self, message) -> None:
+        """ASGI's WebSocket Denial Response: the handshake answered with the application's status,
+        headers and body (daphne only refuses with 403)."""
+        if message["type"] == DENIAL_MESSAGES[0]:
+            if self.state != self.STATE_CONNECTING or self._denial is not None:
+                raise ValueError("websocket.http.response.start after the handshake was answered")
+            self._denial = (int(message["status"]), list(message.get("headers", ())), [])
+            return
+        if self._denial is None or self.state != self.STATE_CONNECTING:
+            raise ValueError("websocket.http.response.body without websocket.http.response.start")
+        self._denial[2].append(bytes(message.get("body", b"")))
+        if not message.get("more_body", False):
+            # daphne's refusal (its access-log line, the connection's bookkeeping);
+            # autobahn then calls failHandshake, which sends the response instead of 403.
+            self.serverReject()
+
+    def _send_denial(self) -> None:
+        status, headers, parts = self._denial
+        body = b"".join(parts)
+        try:
+            phrase = http.HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
+        lines = [f"HTTP/1.1 {status} {phrase}".encode("latin-1")]
+        # Framing is ours to set: the body is whole, and the connection closes after it.
+        lines += [name + b": " + value for name, value in headers if name.lower() not in FRAMING_HEADERS]
+        lines += [b"Content-Length: " + str(len(body)).encode(), b"Connection: close", b"", body]
+        self.sendData(b"\r\n".join(lines))
+        self.dropConnection(abort=False)
 
     def _drop_if_not_reading(self) -> None:
         # daphne's send never waits: what a client does not read piles up in
@@ -176,6 +224,23 @@ def install_protocols() -> None:
     every connection from these class attributes."""
     WebSocketFactory.protocol = RelayWebSocketProtocol
     HTTPFactory.protocol = header_deadline_channel
+    advertise_denial_response()
+
+
+def advertise_denial_response() -> None:
+    """Name the Denial Response extension in the scope of every socket `RelayWebSocketProtocol` serves:
+    daphne builds the scope inside its onConnect and hands it to Server.create_application."""
+    if getattr(Server.create_application, "advertises", False):
+        return
+    create_application = Server.create_application
+
+    def advertising_create_application(self, protocol, scope):
+        if isinstance(protocol, RelayWebSocketProtocol):
+            scope["extensions"] = {**scope.get("extensions", {}), DENIAL_RESPONSE: {}}
+        return create_application(self, protocol, scope)
+
+    advertising_create_application.advertises = True
+    Server.create_application = advertising_create_application
 
 
 def drain_on_sigterm() -> None:

@@ -36,6 +36,7 @@ from django.http.cookie import parse_cookie
 from realtime import adapter, db
 from realtime.authentication.sessions import session_users
 from realtime.authentication.tokens import InvalidToken, verify_tokens
+from realtime.handshake_queue import HandshakeQueue
 from realtime.operations.errors import UNAVAILABLE_ERRORS, log_unavailable
 from realtime.operations.logs import log_event
 
@@ -184,5 +185,5 @@ async def refuse_unknown_path(scope, receive, send):
 
 
 def socket_stack(inner):
-    """The full handshake pipeline around the URL router."""
-    return OriginCheck(SocketAuthMiddleware(inner), settings.WS_ALLOWED_ORIGINS)
+    """The full handshake pipeline around the URL router; outermost, the handshake queue (load shedding)."""
+    return HandshakeQueue(OriginCheck(SocketAuthMiddleware(inner), settings.WS_ALLOWED_ORIGINS))

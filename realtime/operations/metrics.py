@@ -55,6 +55,15 @@ LAYER_FAILURES = Counter(
     "relay_channel_layer_failures_total", "Channel-layer operations that failed", ["operation"]
 )
 DRAINING = Gauge("relay_draining", "1 while this worker drains after SIGTERM")
+# The handshake queue (realtime.handshake_queue; the gauge reads its count at scrape time).
+HANDSHAKES_IN_PROGRESS = Gauge(
+    "relay_websocket_handshakes_in_progress",
+    "WebSocket handshakes this worker has taken in and not finished (docs/protocol.md, 'Load shedding')",
+)
+HANDSHAKES_REFUSED = Counter(
+    "relay_websocket_handshakes_refused_total",
+    "WebSocket handshakes refused at once: WS_HANDSHAKE_QUEUE_LIMIT were in progress",
+)
 
 
 LOOPBACK = frozenset({"127.0.0.1", "::1"})

@@ -1,4 +1,5 @@
-"""A dependency internal the adapter needs is gone: one warning names it, and events still arrive.
+"""A dependency internal the adapter needs is gone: one warning names it, events still arrive, and
+a full handshake queue still refuses sockets without a traceback.
 
 The worker is plain daphne started by a few lines that first move Twisted's
 `FileDescriptor.dataBuffer` (what the slow-client limit and the pre-framed
@@ -17,11 +18,14 @@ import sys
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from notifications import services as notification_services
 from realtime.launcher import APP, Worker, http_get
+from testsupport.handshakes import credentials_locked, until_in_progress
 from testsupport.processes import subprocess_env
-from testsupport.servers import browser_socket, receive_json
+from testsupport.servers import browser_opening, browser_socket, receive_json
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -64,4 +68,32 @@ async def test_a_missing_internal_is_named_once_and_pushes_still_arrive_over_pla
     warnings = [line for line in output.splitlines() if "internals missing" in line]
     assert len(warnings) == 1, output
     assert MISSING in warnings[0], output
+    assert "Traceback" not in output, output
+
+
+async def test_a_full_handshake_queue_without_the_adapter_closes_refused_sockets_without_a_traceback(
+    alice, tmp_path
+):
+    """No Denial Response extension and no 1013 under plain daphne: the refused socket is closed (1000)."""
+    argv = [sys.executable, "-c", DAPHNE_WITHOUT_INTERNAL, "-b", "127.0.0.1", "-p", "{port}", APP]
+    env = subprocess_env() | {"WS_HANDSHAKE_QUEUE_LIMIT": "1"}
+    worker = Worker(argv=argv, name="daphne", env=env, log_path=tmp_path / "server.log")
+    try:
+        await worker.astart()
+        opening = await browser_opening(f"{worker.ws}/ws/notifications/", alice, open_timeout=30)
+        async with credentials_locked():  # alice's handshake waits in its lookup: the queue of one is full
+            held = asyncio.ensure_future(opening)
+            await until_in_progress(worker.url, 1)
+            async with connect(f"{worker.ws}/ws/live/", open_timeout=10) as refused:
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(refused.recv(), 10)
+            assert refused.close_code == 1000
+        socket = await held
+        await receive_json(socket, "welcome")
+        await socket.close()
+    finally:
+        await sync_to_async(connections.close_all)()
+        await worker.astop()
+    output = worker.log()
+    assert "event=handshakes_refused count=1" in output, output
     assert "Traceback" not in output, output

@@ -6,7 +6,9 @@
 //
 // What it does (see docs/protocol.md, "Browser client"):
 // - reconnects with exponential backoff and full jitter: delay = random(0, min(maxDelay, baseDelay * 2^n));
-//   after close code 1012 (server restarting) it reconnects within random(0, restartJitter) instead;
+//   so does a worker shedding load: its 503 refusal of the handshake (which a browser reports as a close
+//   with 1006, hiding the status and Retry-After) or its close with 1013 (overloaded). Only after close
+//   code 1012 (server restarting) does it reconnect within random(0, restartJitter) instead;
 // - stops on 4401 / 4403 / 4404 (state "offline", a "closed" event; 4401 sends the user to log in);
 // - resumes: it remembers the last id it saw and, after each later `welcome`, sends `resume` with it.
 //   The resume point moves with `replay_done.last_id` and, once a replay is done, with each live item;
@@ -207,7 +209,9 @@
       this.timer = setTimeout(() => this.connect(), this.nextDelay(code));
     }
 
-    /** Milliseconds before the next attempt: full jitter, capped; prompt (jittered) after 1012. */
+    /** Milliseconds before the next attempt: full jitter, capped; prompt (jittered) after 1012.
+     *  A refused handshake (1006) and 1013 (overloaded) back off like any failure: `n` grows until a
+     *  welcome, so a crowd refused by a busy worker spreads out more at each refusal. */
     nextDelay(code) {
       const o = this.options;
       if (code === RESTARTING) return Math.random() * o.restartJitter;
