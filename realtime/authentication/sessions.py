@@ -60,11 +60,11 @@ def session_user(session_key: str) -> User:
     return auth.get_user(SimpleNamespace(session=HandshakeSession(store.items())))
 
 
-def session_users(session_keys: list[str]) -> list[User]:
-    """`session_user` of each key, in order, read together."""
+def session_users(session_keys: list[str]) -> list[User | Exception]:
+    """`session_user` of each key, in order, read together (what a backend raised for a key, in its place)."""
     sessions = _session_data(session_keys)
     users = _users(sessions.values())
-    answers: list[User] = []
+    answers: list[User | Exception] = []
     given: set[int] = set()
     for key in session_keys:
         user = _verified(sessions.get(key, {}), users)
@@ -130,14 +130,20 @@ def _users(sessions: Iterable[dict[str, Any]]) -> dict[tuple[str, Any], Any]:
                 users[path, user_id] = user if allowed else None
         else:
             for user_id in ids:
-                users[path, user_id] = backend.get_user(user_id)
+                try:
+                    users[path, user_id] = backend.get_user(user_id)
+                except Exception as exc:
+                    # That session's handshake fails, as with Django's get_user; not its whole batch.
+                    users[path, user_id] = exc
     return users
 
 
-def _verified(session: dict[str, Any], users: dict[tuple[str, Any], Any]) -> User:
+def _verified(session: dict[str, Any], users: dict[tuple[str, Any], Any]) -> User | Exception:
     """The session's user if its hash verifies (as `auth.get_user` checks it), else AnonymousUser."""
     found = _user_key(session)
     user = users.get(found) if found is not None else None
+    if isinstance(user, Exception):
+        return user  # raised to this session's handshake alone (realtime.batching)
     if user is None or not hasattr(user, "get_session_auth_hash"):
         return user or AnonymousUser()
     session_hash = session.get(auth.HASH_SESSION_KEY)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.models import Session
 from django.test import override_settings
 
@@ -117,3 +118,31 @@ async def test_sockets_arriving_together_each_get_their_own_welcome(make_user, s
     welcomes = await asyncio.gather(*(receive_type(s, ServerFrame.WELCOME) for s in sockets))
     assert [w["user"]["id"] for w in welcomes] == [user.pk for user in users]
     assert all(w["unread"] == 0 and w["last_id"] is None for w in welcomes)
+
+
+class _FailingBackend:
+    """An authentication backend whose lookup of bob fails (a bug, a directory down)."""
+
+    def get_user(self, user_id):
+        from django.contrib.auth import get_user_model
+
+        user = get_user_model().objects.filter(pk=user_id).first()
+        if user is not None and user.username == "bob":
+            raise RuntimeError("directory unreachable")
+        return user
+
+
+def test_a_backend_failing_for_one_session_fails_only_that_handshake(alice, bob, settings):
+    """A custom backend raising for one user: that key gets the error, the others in its batch their users."""
+    path = f"{__name__}._FailingBackend"
+    settings.AUTHENTICATION_BACKENDS = [path]
+    keys = []
+    for user in (alice, bob):
+        session = SessionStore()
+        session.update({"_auth_user_id": str(user.pk), "_auth_user_backend": path})
+        session["_auth_user_hash"] = user.get_session_auth_hash()
+        session.create()
+        keys.append(session.session_key)
+    first, second = session_users(keys)
+    assert first.pk == alice.pk
+    assert isinstance(second, RuntimeError)
