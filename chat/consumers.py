@@ -82,6 +82,7 @@ class ChatConsumer(OrderedStreamConsumer):
     frames = CHAT_FRAMES
     endpoint = "chat"
     replay_limit_setting = "CHAT_REPLAY_LIMIT"
+    resume_always_reads = True  # every read checks membership (readable_messages_after)
 
     room = None
     present = False

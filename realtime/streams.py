@@ -53,6 +53,9 @@ class OrderedStreamConsumer(RealtimeConsumer):
 
     # The setting that caps the rows of one replay page and of one gap-fill read.
     replay_limit_setting: ClassVar[str]
+    # Whether a resume reads the stream even when the client already has everything this socket
+    # has seen (a read that also checks the client may still read the stream, as chat's does).
+    resume_always_reads: ClassVar[bool] = False
 
     cursor = 0
     live_from = 0
@@ -108,6 +111,13 @@ class OrderedStreamConsumer(RealtimeConsumer):
         # Ids the client says it has count as delivered.
         if frame.after > self.live_from:
             self.cursor = max(self.cursor, frame.after)
+        if frame.after >= self.cursor and not self.resume_always_reads:
+            # The usual reconnect: the client has all this socket has seen, and anything newer
+            # reaches it live (it joined the stream's group before reading its state). No read.
+            await self.send_frame(
+                {"type": ServerFrame.REPLAY_DONE, "last_id": frame.after or None, "more": False}
+            )
+            return
         rows = await self.read_items(after=frame.after, limit=limit + 1, skip=(self.live_from, self.cursor))
         if rows is None:
             await self.stream_refused(frame)

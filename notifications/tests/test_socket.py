@@ -117,6 +117,24 @@ async def test_resume_replays_exactly_the_missing_ids_in_order(socket_for, alice
     assert after == created[-1]
 
 
+async def test_resume_from_the_newest_id_answers_at_once_and_later_ids_arrive_live(socket_for, alice):
+    """A reconnect that missed nothing gets replay_done with its own id; the next notification comes once."""
+    created = [(await notify(users=alice, title=f"n{i}"))[0].id for i in range(2)]
+    socket = await socket_for("/ws/notifications/", alice)
+    assert (await receive_type(socket, "welcome"))["last_id"] == created[-1]
+    await socket.send_json_to({"type": "resume", "after": created[-1]})
+    assert await socket.receive_json_from(timeout=WAIT) == {
+        "type": "replay_done",
+        "last_id": created[-1],
+        "more": False,
+    }
+    later = (await notify(users=alice, title="later"))[0].id
+    frame = await receive_type(socket, "notification")
+    assert frame["notification"]["id"] == later
+    await socket.send_json_to({"type": "ping"})
+    assert await socket.receive_json_from(timeout=WAIT) == {"type": "pong"}
+
+
 async def test_replay_racing_a_concurrent_notify_delivers_each_id_once(socket_for, alice, monkeypatch):
     """Notifications committed just before and just after the replay query both arrive once."""
     from notifications import consumers, selectors
