@@ -362,8 +362,11 @@ class RealtimeConsumer(EventDelivery, AsyncWebsocketConsumer):
         """Receive the group's events (through this worker's hub)."""
         if group in self._hub_groups:
             return
-        await get_hub().subscribe(group, self)
+        # Listed before the join is awaited: a socket cancelled or failing meanwhile (its client
+        # left mid-handshake) is a member already, and `disconnect()` must take it out. Listed
+        # after, thousands of abandoned handshakes stayed in the hub for the worker's life.
         self._hub_groups.append(group)
+        await get_hub().subscribe(group, self)
 
 
 # Releases under way, kept referenced until done (see `disconnect`).
