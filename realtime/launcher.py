@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -53,6 +54,14 @@ SERVERS = {
 def server_argv(server: str, port: int, app: str = APP) -> list[str]:
     """The arguments after `python` that run `app` under launcher `server` on `port`."""
     return [arg.format(port=port, app=app) for arg in SERVERS[server]]
+
+
+def redis_server_argv(port: int | str, *options: str) -> list[str]:
+    """A private redis-server on a loopback port, in memory only (no snapshot, no append-only file):
+    what fault tests and the bench break and restart, never the machine's shared Redis."""
+    program = shutil.which("redis-server") or "redis-server"
+    argv = [program, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    return [*argv, "--daemonize", "no", *options]
 
 
 _handed_out: set[int] = set()

@@ -1,0 +1,373 @@
+"""The reconnect workload: every socket drops at once, and how fast (and how completely) clients come back.
+
+Per target, two daphne workers on a private redis-server of the run's own (never the shared one),
+and N sockets of N distinct users, half on each worker: half of them on `/ws/notifications/` and
+half in chat rooms, half authenticated by session cookie (with an allowed `Origin`) and half by a
+bearer token (plain Channels has no tokens: all cookies there). The load generators
+(bench/reconnect_client.py) reconnect as static/js/realtime.js does and resume. Two storms, one
+after the other on the same sockets, each bounded by a deadline:
+
+1. **Redis restart**: the private Redis is stopped (the fault), kept down until every socket has
+   dropped (the hub's heartbeat closes them 1011) or for the heartbeat interval plus 1 s, then
+   started again.
+2. **Drain**: the first worker gets SIGTERM; its sockets get 1012 after `DRAIN_GRACE_SECONDS`, and
+   their clients land on the second worker (the next URL of their list, as behind a load balancer).
+
+While each storm lasts (from a second before its fault), a publisher (`bench.django_side publish`)
+sends notifications to the inbox users and system messages to the rooms at steady rates; after it
+stops, every client's ids are compared with the database (lost, duplicated within a connection,
+delivered late through `resume`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import select
+import signal
+import time
+import uuid
+from array import array
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from bench import workloads as w
+from bench.client import Clients, now_ns, percentile
+from bench.common import Stack, bench_env, finish_django, proc_cpu_seconds, run_django, start_django
+from bench.soak import merge_check
+from realtime.launcher import Worker
+
+TARGETS = {
+    # name: (app, plain Channels)
+    "service-daphne": (w.SERVICE_APP, False),
+    "channels-daphne": (w.CHANNELS_APP, True),
+}
+PUBLISH_LEAD_S = 1.0  # the publisher runs this long before the fault too
+POLL_S = 0.1  # how often the parent asks the load generators how far they are
+
+
+@dataclasses.dataclass
+class Run:
+    """What the steps of one target share."""
+
+    name: str
+    baseline: bool
+    env: dict[str, str]
+    stack: Stack
+    redis: Worker
+    workers: list[Worker]
+    clients: Clients
+    parts: list[list[dict[str, Any]]]
+    publish: dict[str, Any]  # the publisher's spec, without its deadline
+    deadline_s: float
+    heartbeat_s: float
+
+
+def plan(prep: dict, tokens: list[str], rooms: list[str], ports: list[int], baseline: bool) -> list[dict]:
+    """One agent per user: worker i mod 2, inbox or room by i div 2, cookie or token by i div 4."""
+    agents = []
+    for i, token in enumerate(tokens):
+        worker, chat, by_token = i % 2, (i // 2) % 2 == 1, (i // 4) % 2 == 1 and not baseline
+        room = rooms[(i // 4) % len(rooms)]
+        if baseline:
+            path = f"/ws/baseline-auth/{room}/" if chat else "/ws/baseline-inbox/"
+        else:
+            path = f"/ws/chat/{room}/" if chat else "/ws/notifications/"
+        headers = (
+            [("Authorization", f"Bearer {token}")] if by_token else w.headers_for(prep, ports[worker], [i])[0]
+        )
+        agents.append(
+            {
+                "key": f"{'chat' if chat else 'inbox'}:{i}",
+                "kind": "tutorial" if baseline else ("chat" if chat else "notif"),
+                "scope": room if chat else prep["user_ids"][i],
+                "urls": [f"ws://127.0.0.1:{port}{path}" for port in ports],
+                "worker": worker,
+                "headers": headers,
+            }
+        )
+    return agents
+
+
+def _connect(run: Run, tag: str) -> dict[str, Any]:
+    """Every agent's first socket, at most 25 handshakes in flight per process; all must connect."""
+    starts = run.clients.all(
+        "start",
+        [
+            {
+                "run": tag,
+                "agents": part,
+                "index_base": sum(len(p) for p in run.parts[:k]),
+                "concurrency": 25,
+                "timeout": 30.0,
+                "connect_limit": 600.0,
+                "seed": k,
+            }
+            for k, part in enumerate(run.parts)
+        ],
+        timeout=700,
+    )
+    connected = sum(s["connected"] for s in starts)
+    agents = sum(s["agents"] for s in starts)
+    errors = {k: v for s in starts for k, v in s["errors"].items()}
+    if connected < agents:
+        raise RuntimeError(f"only {connected}/{agents} sockets connected: {errors}")
+    return {"sockets": agents, "seconds": round(max(s["seconds"] for s in starts), 2), "errors": errors}
+
+
+def _progress(run: Run) -> dict[str, int]:
+    answers = run.clients.all("progress", [None] * len(run.parts))
+    return {k: sum(a[k] for a in answers) for k in answers[0]}
+
+
+def _settled(p: dict[str, int], quiet_since: float | None) -> bool:
+    """Everyone live, every dropped agent back, and either every socket that had to drop did, or
+    none has for a while (plain Channels keeps its sockets through a Redis restart)."""
+    everyone = p["live"] == p["agents"] and p["back"] == p["dropped"]
+    return everyone and (p["must_drop_dropped"] == p["must_drop"] or quiet_since is not None)
+
+
+def _watch(run: Run, mark_ns: int, until, deadline_ns: int) -> tuple[dict[str, int], list[float]]:
+    """Poll the load generators until `until(progress)` or the deadline; the workers' CPU seconds
+    since the mark (a drained worker's last reading before it exited)."""
+    cpu0 = [proc_cpu_seconds(s.pid) for s in run.workers]
+    cpu = [0.0] * len(run.workers)
+    while True:
+        p = _progress(run)
+        for k, server in enumerate(run.workers):
+            with contextlib.suppress(OSError, AssertionError):
+                cpu[k] = proc_cpu_seconds(server.pid) - cpu0[k]
+        if until(p) or now_ns() > deadline_ns:
+            return p, cpu
+        time.sleep(POLL_S)  # polling other processes' state, bounded by the deadline
+
+
+def _until_ready(proc, seconds: float) -> None:
+    """Wait (bounded) for the `ready` line of a publisher: it is publishing from then on."""
+    ready, _, _ = select.select([proc.stdout], [], [], seconds)
+    line = proc.stdout.readline() if ready else ""
+    if line.strip() != "ready":
+        proc.kill()
+        raise RuntimeError(f"the publisher did not start: {line!r} (exit status {proc.poll()})")
+
+
+@contextlib.contextmanager
+def publishing(run: Run, into: dict[str, Any]) -> Iterator[None]:
+    """The publisher, from before a fault until the storm is over (the service only), stopped before
+    the database is read; its figures are put in `into` at the end."""
+    if run.baseline:
+        yield
+        return
+    spec = {**run.publish, "seconds": run.deadline_s + 60}  # SIGTERM ends it before
+    log = (run.stack.logdir / "publisher.log").open("a")
+    publisher = start_django(["publish", json.dumps(spec)], env=run.env, stderr=log)
+    log.close()  # the child has its own copy
+    try:
+        _until_ready(publisher, 60)
+        time.sleep(PUBLISH_LEAD_S)  # notifications before the fault too
+        yield
+    finally:
+        publisher.send_signal(signal.SIGTERM)
+    into["publisher"] = finish_django(publisher, ["publish"], timeout=60)
+
+
+def _storm(run: Run, fault, drop_workers: list[int]) -> dict[str, Any]:
+    """Mark, `fault()` (it returns its own figures and how to tell the storm is over), watch, report."""
+    published: dict[str, Any] = {}
+    with publishing(run, published):
+        mark = now_ns()
+        spec = {"mark_ns": mark, "workers": len(run.workers), "drop_workers": drop_workers}
+        run.clients.all("storm", [spec] * len(run.parts))
+        deadline = mark + int(run.deadline_s * 1e9)
+        figures, until = fault(mark, deadline)
+        progress, cpu = _watch(run, mark, until, deadline)
+    window = (now_ns() - mark) / 1e9
+    reports = run.clients.all("report", [None] * len(run.parts))
+    out = {**figures, **summarize(reports, figures.get("restarted_s"))}
+    out["deadline_hit"] = not until(progress)
+    out["worker_cpu_s"] = [round(c, 2) for c in cpu]
+    out["worker_cpu_share"] = [round(c / window, 3) for c in cpu]
+    out["window_s"] = round(window, 2)
+    return out | published
+
+
+def redis_storm(run: Run) -> dict[str, Any]:
+    def fault(mark: int, deadline: int):
+        run.redis.stop()
+        down_until = now_ns() + int((run.heartbeat_s + 1.0) * 1e9)
+        _watch(run, mark, lambda p: p["must_drop_dropped"] == p["must_drop"], min(down_until, deadline))
+        run.redis.start(30)
+        up = now_ns()
+        quiet = up + int((run.heartbeat_s + 1.0) * 1e9)
+
+        def until(p: dict[str, int]) -> bool:
+            return _settled(p, now_ns() if now_ns() > quiet else None)
+
+        return {
+            "fault": "redis restart",
+            "redis_down_s": round((up - mark) / 1e9, 2),
+            "restarted_s": (up - mark) / 1e9,
+        }, until
+
+    return _storm(run, fault, [0, 1])
+
+
+def drain_storm(run: Run) -> dict[str, Any]:
+    def fault(mark: int, deadline: int):
+        run.workers[0].signal(signal.SIGTERM)
+        return {"fault": "drain (SIGTERM) of worker 1"}, lambda p: _settled(p, None)
+
+    return _storm(run, fault, [0])
+
+
+def _cut(values: array, q: float) -> float | None:
+    """The time by which a share `q` of the dropped agents were back (None: not reached)."""
+    n = len(values)
+    back = sorted(v for v in values if v >= 0)
+    need = max(1, math.ceil(q * n))
+    return round(back[need - 1] / 1e9, 3) if n and len(back) >= need else None
+
+
+def _rates(blobs: list[bytes]) -> dict[str, Any]:
+    """One worker's welcomes during the storm: how many, per second over their span, and the peak
+    over any whole second."""
+    times = array("q")
+    for blob in blobs:
+        times.frombytes(blob)
+    if not times:
+        return {"handshakes": 0, "per_s": None, "peak_per_s": None}
+    ordered = sorted(times)
+    span = (ordered[-1] - ordered[0]) / 1e9
+    buckets: dict[int, int] = {}
+    for t in ordered:
+        buckets[(t - ordered[0]) // 10**9] = buckets.get((t - ordered[0]) // 10**9, 0) + 1
+    per_s = round(len(ordered) / span, 1) if span > 0 else None
+    return {"handshakes": len(ordered), "per_s": per_s, "peak_per_s": max(buckets.values())}
+
+
+def summarize(reports: list[dict[str, Any]], restarted_s: float | None) -> dict[str, Any]:
+    """The load generators' reports as the workload's figures (times in seconds from the fault)."""
+    dropped, back, lat = array("q"), array("q"), array("q")
+    for r in reports:
+        dropped.frombytes(r["dropped"])
+        back.frombytes(r["back"])
+        lat.frombytes(r["handshake_ns"])
+    lat_sorted = sorted(lat)
+    failed: dict[str, int] = {}
+    closes: dict[str, int] = {}
+    for r in reports:
+        for k, v in r["failed"].items():
+            failed[k] = failed.get(k, 0) + v
+        for k, v in r["closes"].items():
+            closes[k] = closes.get(k, 0) + v
+    out: dict[str, Any] = {
+        "sockets": sum(r["agents"] for r in reports),
+        "must_drop": sum(r["must_drop"] for r in reports),
+        "dropped": len(dropped),
+        "not_dropped": sum(r["not_dropped"] for r in reports),
+        "back": sum(1 for b in back if b >= 0),
+        "live_at_end": sum(r["live"] for r in reports),
+        "first_close_s": round(min(dropped) / 1e9, 3) if dropped else None,
+        "back_99_s": _cut(back, 0.99),
+        "back_100_s": _cut(back, 1.0),
+        "handshake_p50_ms": round(percentile(lat_sorted, 0.5) / 1e6, 1),
+        "handshake_p99_ms": round(percentile(lat_sorted, 0.99) / 1e6, 1),
+        "workers": [_rates([r["welcomes"][k] for r in reports]) for k in range(len(reports[0]["welcomes"]))],
+        "failed": dict(sorted(failed.items(), key=lambda kv: -kv[1])),
+        "closes": closes,
+    }
+    for key in ("late", "duplicates", "redelivered", "resumes"):
+        out[key] = sum(r[key] for r in reports)
+    if restarted_s is not None:
+        for key in ("back_99_s", "back_100_s"):
+            value = out[key]
+            out[f"{key[:-2]}_after_restart_s"] = round(value - restarted_s, 3) if value is not None else None
+    return out
+
+
+def _check(run: Run, prep: dict[str, Any], floor: dict[str, Any], users: int) -> dict[str, Any]:
+    """Every client's ids against the database (as the soak does): nothing lost, nothing twice."""
+    spec = {
+        "rooms": run.publish["rooms"],
+        "users": prep["user_ids"][:users],
+        "floor_message": floor["floor_message"],
+        "floor_notification": floor["floor_notification"],
+        "client_id_prefix": "-",  # the agents post nothing
+    }
+    db = run_django(["ids", json.dumps(spec)], env=run.env)
+    expect = {"messages": db["messages"], "notifications": db["notifications"], "limit": 30.0}
+    check = merge_check(run.clients.all("converge", [expect] * len(run.parts), timeout=120))
+    keep = ("expected", "received", "gaps", "duplicates", "redelivered", "phantoms", "never_connected")
+    return {k: check[k] for k in keep} | {"lost": check["gaps"], "converge_s": check["converge_s"]}
+
+
+def target_env(redis: Worker, quick: bool) -> dict[str, str]:
+    return bench_env(
+        REDIS_URL=f"redis://127.0.0.1:{redis.port}/0",
+        CHANNEL_LAYER_PREFIX=f"bench-{uuid.uuid4().hex[:8]}",
+        HUB_HEARTBEAT_SECONDS=str(w.size("reconnect_heartbeat_ms", quick) / 1000),
+        DRAIN_GRACE_SECONDS=str(w.size("reconnect_drain_grace_ms", quick) / 1000),
+        JWT_LIFETIME_SECONDS="3600",
+    )
+
+
+def reconnect_target(name: str, setup: dict[str, Any], quick: bool) -> dict[str, Any]:
+    app, baseline = TARGETS[name]
+    prep, floor, rooms = setup["prep"], setup["floor"], setup["floor"]["rooms"]
+    users = len(setup["tokens"])
+    with contextlib.ExitStack() as cleanup:
+        stack = cleanup.enter_context(Stack())
+        redis = stack.redis()
+        env = target_env(redis, quick)
+        with ThreadPoolExecutor(2) as pool:  # started together: each takes seconds to import Django
+            workers = list(pool.map(lambda _: stack.daphne(app, env), range(2)))
+        agents = plan(prep, setup["tokens"], rooms, [s.port for s in workers], baseline)
+        n_procs = max(1, min(w.size("reconnect_clients", quick), len(agents)))
+        clients = cleanup.enter_context(Clients(n_procs, factory="bench.reconnect_client:ReconnectClient"))
+        inboxes = [a["scope"] for a in agents if a["kind"] == "notif"]
+        publish = {
+            "run": name,
+            "users": inboxes,
+            "rooms": rooms,
+            "note_rate": w.size("reconnect_note_rate", quick),
+            "chat_rate": w.size("reconnect_chat_rate", quick),
+        }
+        run = Run(
+            name,
+            baseline,
+            env,
+            stack,
+            redis,
+            workers,
+            clients,
+            w.chunks(agents, n_procs),
+            publish,
+            w.size("reconnect_deadline_s", quick),
+            w.size("reconnect_heartbeat_ms", quick) / 1000,
+        )
+        out: dict[str, Any] = {"connect": _connect(run, uuid.uuid4().hex[:8])}
+        out["commands"] = [s.command() for s in workers]
+        for key, storm in (("redis", redis_storm), ("drain", drain_storm)):
+            out[key] = storm(run)
+            if not baseline:
+                out[key]["check"] = _check(run, prep, floor, users)
+    out["command"] = " + ".join(out.pop("commands"))
+    out["settings"] = {k: env[k] for k in ("HUB_HEARTBEAT_SECONDS", "DRAIN_GRACE_SECONDS")}
+    return out
+
+
+def reconnect(prep: dict, quick: bool) -> dict[str, Any]:
+    users = w.size("reconnect_users", quick)
+    env = bench_env(JWT_LIFETIME_SECONDS="3600")
+    setup = {
+        "prep": prep,
+        "tokens": run_django(["tokens", str(users)], env=env)["tokens"],
+        "floor": run_django(["rooms", str(w.size("reconnect_rooms", quick)), "reconnect"], env=env),
+    }
+    targets = w.each_target(
+        list(TARGETS), "BENCH_RECONNECT_TARGETS", lambda n: reconnect_target(n, setup, quick)
+    )
+    return {"targets": targets, "sockets": users}

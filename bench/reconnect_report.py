@@ -1,0 +1,137 @@
+"""The reconnect workload's rows in the bench tables (bench/report.py draws them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.report import Row, _fmt, _verdict
+
+STORMS = (("redis", "Redis restart"), ("drain", "drain of one worker"))
+BACK_GOAL_S = 10.0  # every client back within 10 s of a Redis restart
+
+
+def _seconds(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:,.2f} s"
+
+
+def _kinds(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in counts.items()) if counts else "none"
+
+
+def _back_row(target: str, label: str, s: dict[str, Any], service: bool) -> Row:
+    value = f"{_seconds(s['back_99_s'])} / {_seconds(s['back_100_s'])} after the fault"
+    goal, ok = "", None
+    if "back_99_after_restart_s" in s:
+        value += (
+            f"; {_seconds(s['back_99_after_restart_s'])} / {_seconds(s['back_100_after_restart_s'])}"
+            f" after Redis was up ({_fmt(s['redis_down_s'])} s down)"
+        )
+        if service:
+            after = s["back_100_after_restart_s"]
+            goal, ok = (
+                f"100 % ≤ {BACK_GOAL_S:g} s after Redis is up",
+                after is not None and after <= BACK_GOAL_S,
+            )
+    return (
+        target,
+        f"{label}: clients back (welcome, resume done), 99 % / 100 %",
+        value,
+        goal,
+        _verdict(ok) if goal else "",
+    )
+
+
+def _worker_rate(k: int, x: dict[str, Any]) -> str:
+    if not x["handshakes"]:
+        return f"worker {k + 1}: none"
+    return (
+        f"worker {k + 1}: {x['handshakes']:,} at {_fmt(x['per_s'])}/s (peak {_fmt(x['peak_per_s'])} in 1 s)"
+    )
+
+
+def _storm_rows(target: str, label: str, s: dict[str, Any], service: bool) -> list[Row]:
+    if not s["dropped"]:
+        text = f"no socket closed of {s['sockets']:,} ({_fmt(s.get('redis_down_s'))} s down)"
+        return [(target, f"{label}: sockets", text, "", "")]
+    dropped = f"{s['dropped']:,} of {s['sockets']:,} sockets closed"
+    if s["first_close_s"] is not None:
+        dropped += f" (first {_fmt(s['first_close_s'])} s after the fault; {_kinds(s['closes'])})"
+    dropped += f"; {s['back']:,} back, {s['live_at_end']:,} live at the end"
+    if s.get("deadline_hit"):
+        dropped += f"; deadline hit after {_fmt(s['window_s'])} s"
+    rates = "; ".join(_worker_rate(k, x) for k, x in enumerate(s["workers"]))
+    cpu = " / ".join(
+        f"{_fmt(c)} s ({share * 100:.0f} %)"
+        for c, share in zip(s["worker_cpu_s"], s["worker_cpu_share"], strict=True)
+    )
+    rows: list[Row] = [
+        _back_row(target, label, s, service),
+        (target, f"{label}: sockets", dropped, "", ""),
+        (target, f"{label}: handshakes per worker", rates, "", ""),
+        (
+            target,
+            f"{label}: handshake p50 / p99",
+            f"{_fmt(s['handshake_p50_ms'])} / {_fmt(s['handshake_p99_ms'])} ms",
+            "",
+            "",
+        ),
+        (target, f"{label}: refused or failed openings", _kinds(s["failed"]), "", ""),
+        (target, f"{label}: worker CPU (share of {_fmt(s['window_s'])} s)", cpu, "", ""),
+    ]
+    if "check" in s:
+        c, p = s["check"], s["publisher"]
+        sent = (
+            f"{p['notifications']:,} notifications + {p['chat_posts']:,} messages in {_fmt(p['seconds'])} s"
+        )
+        if p["failed"]:
+            sent += f" (calls that raised: {_kinds(p['failed'])})"
+        value = (
+            f"{sent}; {c['received']:,}/{c['expected']:,} ids received, lost {c['lost']:,}, duplicated "
+            f"{c['duplicates']:,}, late (through resume) {s['late']:,}, re-delivered {c['redelivered']:,}"
+        )
+        ok = c["lost"] == 0 and c["duplicates"] == 0 and c["phantoms"] == 0 and c["expected"] > 0
+        rows.append(
+            (target, f"{label}: ids against the database (so far)", value, "none lost or twice", _verdict(ok))
+        )
+    return rows
+
+
+def rows(target: str, r: dict[str, Any]) -> list[Row]:
+    service = target.startswith("service")
+    c = r["connect"]
+    out: list[Row] = [
+        (target, "sockets opened before the storms", f"{c['sockets']:,} in {_fmt(c['seconds'])} s", "", "")
+    ]
+    p = r.get("publisher")
+    if p:
+        text = (
+            f"{p['notifications']:,} notifications + {p['chat_posts']:,} messages in {_fmt(p['seconds'])} s"
+        )
+        out.append(
+            (target, "published through both storms", text + f"; failed: {_kinds(p['failed'])}", "", "")
+        )
+    for key, label in STORMS:
+        if key in r:
+            out += _storm_rows(target, label, r[key], service)
+    return out
+
+
+def ratio_rows(figures: dict[str, Any]) -> list[Row]:
+    targets = figures.get("targets", {})
+    ours, theirs = targets.get("service-daphne", {}), targets.get("channels-daphne", {})
+    out: list[Row] = []
+    for key, label in STORMS:
+        a, b = ours.get(key), theirs.get(key)
+        if not a or not b:
+            continue
+        value = (
+            f"100 % back {_seconds(a['back_100_s'])} / {_seconds(b['back_100_s'])}; "
+            f"handshake p99 {_fmt(a['handshake_p99_ms'])} / {_fmt(b['handshake_p99_ms'])} ms"
+        )
+        if not b["dropped"]:
+            value = (
+                f"100 % back {_seconds(a['back_100_s'])} / plain Channels closed no socket: what was "
+                "sent while Redis was down is lost to its clients, unnoticed"
+            )
+        out.append(("side by side", f"{label}: service / plain Channels", value, "", ""))
+    return out
