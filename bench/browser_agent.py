@@ -56,7 +56,7 @@ def failure_kind(exc: BaseException, conn: Conn | None) -> str:
         return "reset"
     if isinstance(exc, ConnectionError) and conn is not None:
         return "closed_before_welcome"  # the connection ended without a close frame
-    return type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"[:100]
 
 
 class Conn(WSListener):
@@ -122,6 +122,7 @@ class Agent:
         self.duplicates = 0
         self.redelivered = 0
         self.out_of_order = 0
+        self.pings = True  # the dead-link check (an endpoint that does not answer pings: False)
         self.pending: dict[str, tuple[str, int]] = {}  # outbox: client_id -> (body, first send)
         self.resent: set[str] = set()
         self.seq = 0

@@ -34,6 +34,8 @@ class ReconnectAgent(Agent):
         self.dropped_ns = 0  # the first loss of its socket since the mark, else 0
         self.live_ns = 0  # the last time it became live (welcomed, replay done)
         self.late = 0  # ids first received in a replay (after a reconnect) rather than live
+        # The tutorial's consumer takes every frame for a chat message: a ping would crash it (1011).
+        self.pings = self.kind != "tutorial"
 
     def on_open(self, conn: Conn) -> None:
         if self.kind == "tutorial":  # the baseline sends nothing: an open socket is a welcomed one

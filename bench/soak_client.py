@@ -140,7 +140,7 @@ class SoakClient:
             t = now_ns()
             for agent in self.agents:
                 conn = agent.conn
-                if conn is None:
+                if conn is None or not agent.pings:
                     continue
                 if conn.ping_sent_ns and t - conn.ping_sent_ns > PONG_TIMEOUT_NS:
                     self.dead_links += 1
