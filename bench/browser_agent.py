@@ -42,8 +42,14 @@ def tally(counter: dict, key: Any, n: int = 1) -> None:
     counter[key] = counter.get(key, 0) + n
 
 
+class ClosedBeforeUpgrade(ConnectionError):
+    """The server ended the connection before its upgrade response (picows then gives no listener)."""
+
+
 def failure_kind(exc: BaseException, conn: Conn | None) -> str:
     """What a failed opening was, as a short name: `http_503`, `close_1013`, `refused`, `timeout`..."""
+    if isinstance(exc, ClosedBeforeUpgrade):
+        return "closed_before_101"
     if isinstance(exc, WSInvalidStatusError):
         return f"http_{int(exc.response.status)}"
     if conn is not None and conn.close_code is not None:
@@ -66,6 +72,8 @@ class Conn(WSListener):
         self.agent = agent
         self.transport: WSTransport | None = None
         self.welcomed = asyncio.get_running_loop().create_future()
+        # Read even when nobody waits any more (the opening timed out first): no "never retrieved".
+        self.welcomed.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.got: set[int] = set()
         self.replaying = False
         self.live = False  # welcomed and not replaying
@@ -297,6 +305,8 @@ class Agent:
                             extra_headers=self.headers,
                             websocket_handshake_timeout=client.timeout,
                         )
+                        if conn is None:
+                            raise ClosedBeforeUpgrade("the connection ended before the upgrade response")
                         await asyncio.wait_for(asyncio.shield(conn.welcomed), client.timeout)
                     except Exception as exc:
                         self.handshake_failed(exc, conn)

@@ -231,7 +231,9 @@ on the same sockets, each bounded by a 120 s deadline:
 
 1. **Redis restart.** The private Redis gets SIGTERM (the fault) and stays down until every socket
    has been closed (the hub's heartbeat closes them 1011 within `HUB_HEARTBEAT_SECONDS`, 5 s) or
-   for the heartbeat interval plus 1 s; then it is started again.
+   for the heartbeat interval plus 1 s; then it is started again. The storm is over once every
+   client is back and nothing has changed for the heartbeat interval plus its timeout (15 s): a
+   worker whose live feed is still broken has closed its sockets again by then.
 2. **Drain.** The first worker gets SIGTERM: it stops listening and, after `DRAIN_GRACE_SECONDS`
    (2 s), closes its sockets with 1012. Its clients go to the other worker.
 
@@ -257,8 +259,8 @@ Reported per storm, in seconds from the fault: when 99 % and 100 % of the client
 socket were back (`welcome` received and the resume's `replay_done`; plain Channels: open), and
 for the Redis restart also from the moment Redis was up again; handshakes per worker (completed
 ones over their span, and the most in any one second); handshake p50 / p99 (from the connection
-attempt to the `welcome`); openings refused or failed, by kind; worker CPU over the storm (the
-drained worker's until it exited).
+attempt to the `welcome`); openings refused or failed, by kind; worker CPU from the fault until
+the storm's last client was back (the drained worker's until it exited).
 
 Target (service): every client back within 10 s of a Redis restart, with nothing lost or
 duplicated.

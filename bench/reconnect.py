@@ -9,7 +9,9 @@ after the other on the same sockets, each bounded by a deadline:
 
 1. **Redis restart**: the private Redis is stopped (the fault), kept down until every socket has
    dropped (the hub's heartbeat closes them 1011) or for the heartbeat interval plus 1 s, then
-   started again.
+   started again. The storm is over once every client is back and nothing has changed for the
+   heartbeat interval plus its timeout: a worker whose live feed is still broken has closed its
+   sockets again by then.
 2. **Drain**: the first worker gets SIGTERM; its sockets get 1012 after `DRAIN_GRACE_SECONDS`, and
    their clients land on the second worker (the next URL of their list, as behind a load balancer).
 
@@ -64,6 +66,7 @@ class Run:
     publish: dict[str, Any]  # the publisher's spec, without its deadline
     deadline_s: float
     heartbeat_s: float
+    heartbeat_timeout_s: float
 
 
 def plan(prep: dict, tokens: list[str], rooms: list[str], ports: list[int], baseline: bool) -> list[dict]:
@@ -123,25 +126,36 @@ def _progress(run: Run) -> dict[str, int]:
     return {k: sum(a[k] for a in answers) for k in answers[0]}
 
 
-def _settled(p: dict[str, int], quiet_since: float | None) -> bool:
-    """Everyone live, every dropped agent back, and either every socket that had to drop did, or
-    none has for a while (plain Channels keeps its sockets through a Redis restart)."""
-    everyone = p["live"] == p["agents"] and p["back"] == p["dropped"]
-    return everyone and (p["must_drop_dropped"] == p["must_drop"] or quiet_since is not None)
+def _all_back(p: dict[str, int]) -> bool:
+    """Everyone live and every agent that lost its socket back."""
+    return p["live"] == p["agents"] and p["back"] == p["dropped"]
 
 
-def _watch(run: Run, mark_ns: int, until, deadline_ns: int) -> tuple[dict[str, int], list[float]]:
-    """Poll the load generators until `until(progress)` or the deadline; the workers' CPU seconds
-    since the mark (a drained worker's last reading before it exited)."""
+@dataclasses.dataclass
+class Watch:
+    """What the parent saw of a storm: the load generators' progress and the workers' CPU seconds since
+    the mark, as of the last change of progress (when the storm's last client came back)."""
+
+    progress: dict[str, int]
+    changed_ns: int
+    cpu: list[float]
+
+
+def _watch(run: Run, until, deadline_ns: int, since_ns: int) -> Watch:
+    """Poll the load generators until `until(watch)` or the deadline (a drained worker's CPU: its last
+    reading before it exited)."""
     cpu0 = [proc_cpu_seconds(s.pid) for s in run.workers]
     cpu = [0.0] * len(run.workers)
+    watch = Watch({}, since_ns, list(cpu))
     while True:
         p = _progress(run)
         for k, server in enumerate(run.workers):
             with contextlib.suppress(OSError, AssertionError):
                 cpu[k] = proc_cpu_seconds(server.pid) - cpu0[k]
-        if until(p) or now_ns() > deadline_ns:
-            return p, cpu
+        if p != watch.progress:
+            watch = Watch(p, now_ns(), list(cpu))
+        if until(watch) or now_ns() > deadline_ns:
+            return watch
         time.sleep(POLL_S)  # polling other processes' state, bounded by the deadline
 
 
@@ -183,28 +197,37 @@ def _storm(run: Run, fault, drop_workers: list[int]) -> dict[str, Any]:
         run.clients.all("storm", [spec] * len(run.parts))
         deadline = mark + int(run.deadline_s * 1e9)
         figures, until = fault(mark, deadline)
-        progress, cpu = _watch(run, mark, until, deadline)
-    window = (now_ns() - mark) / 1e9
+        watch = _watch(run, until, deadline, mark)
+    window = (watch.changed_ns - mark) / 1e9
     reports = run.clients.all("report", [None] * len(run.parts))
     out = {**figures, **summarize(reports, figures.get("restarted_s"))}
-    out["deadline_hit"] = not until(progress)
-    out["worker_cpu_s"] = [round(c, 2) for c in cpu]
-    out["worker_cpu_share"] = [round(c / window, 3) for c in cpu]
+    out["deadline_hit"] = not until(watch)
+    out["worker_cpu_s"] = [round(c, 2) for c in watch.cpu]
+    out["worker_cpu_share"] = [round(c / window, 3) if window > 0 else None for c in watch.cpu]
     out["window_s"] = round(window, 2)
     return out | published
 
 
 def redis_storm(run: Run) -> dict[str, Any]:
+    """Stop the private Redis until every socket dropped (bounded), start it; over once every client
+    is back and nothing has changed for a heartbeat interval and its timeout (a hub whose feed is
+    still broken would close its sockets again by then)."""
+
     def fault(mark: int, deadline: int):
         run.redis.stop()
         down_until = now_ns() + int((run.heartbeat_s + 1.0) * 1e9)
-        _watch(run, mark, lambda p: p["must_drop_dropped"] == p["must_drop"], min(down_until, deadline))
+        _watch(
+            run,
+            lambda x: x.progress["must_drop_dropped"] == x.progress["must_drop"],
+            min(down_until, deadline),
+            mark,
+        )
         run.redis.start(30)
         up = now_ns()
-        quiet = up + int((run.heartbeat_s + 1.0) * 1e9)
+        stable = int((run.heartbeat_s + run.heartbeat_timeout_s) * 1e9)
 
-        def until(p: dict[str, int]) -> bool:
-            return _settled(p, now_ns() if now_ns() > quiet else None)
+        def until(watch: Watch) -> bool:
+            return _all_back(watch.progress) and now_ns() - max(watch.changed_ns, up) >= stable
 
         return {
             "fault": "redis restart",
@@ -216,9 +239,16 @@ def redis_storm(run: Run) -> dict[str, Any]:
 
 
 def drain_storm(run: Run) -> dict[str, Any]:
+    """SIGTERM to the first worker; over once its clients are all back (on the other)."""
+
     def fault(mark: int, deadline: int):
         run.workers[0].signal(signal.SIGTERM)
-        return {"fault": "drain (SIGTERM) of worker 1"}, lambda p: _settled(p, None)
+
+        def until(watch: Watch) -> bool:
+            p = watch.progress
+            return _all_back(p) and p["must_drop_dropped"] == p["must_drop"]
+
+        return {"fault": "drain (SIGTERM) of worker 1"}, until
 
     return _storm(run, fault, [0])
 
@@ -281,6 +311,7 @@ def summarize(reports: list[dict[str, Any]], restarted_s: float | None) -> dict[
     }
     for key in ("late", "duplicates", "redelivered", "resumes"):
         out[key] = sum(r[key] for r in reports)
+    out["client_cpu_s"] = [round(r["client_cpu_s"], 2) for r in reports]
     if restarted_s is not None:
         for key in ("back_99_s", "back_100_s"):
             value = out[key]
@@ -300,8 +331,10 @@ def _check(run: Run, prep: dict[str, Any], floor: dict[str, Any], users: int) ->
     db = run_django(["ids", json.dumps(spec)], env=run.env)
     expect = {"messages": db["messages"], "notifications": db["notifications"], "limit": 30.0}
     check = merge_check(run.clients.all("converge", [expect] * len(run.parts), timeout=120))
-    keep = ("expected", "received", "gaps", "duplicates", "redelivered", "phantoms", "never_connected")
-    return {k: check[k] for k in keep} | {"lost": check["gaps"], "converge_s": check["converge_s"]}
+    keep = ("expected", "received", "duplicates", "redelivered", "phantoms", "not_live_at_end", "converge_s")
+    # Lost: missing from a client that is back (it resumed); a client not back yet has not asked.
+    out = {k: check[k] for k in keep} | {"lost": check["gaps_of_live"]}
+    return out | {"missing_not_back": check["gaps"] - check["gaps_of_live"]}
 
 
 def target_env(redis: Worker, quick: bool) -> dict[str, str]:
@@ -309,6 +342,7 @@ def target_env(redis: Worker, quick: bool) -> dict[str, str]:
         REDIS_URL=f"redis://127.0.0.1:{redis.port}/0",
         CHANNEL_LAYER_PREFIX=f"bench-{uuid.uuid4().hex[:8]}",
         HUB_HEARTBEAT_SECONDS=str(w.size("reconnect_heartbeat_ms", quick) / 1000),
+        HUB_HEARTBEAT_TIMEOUT_SECONDS=str(w.size("reconnect_heartbeat_timeout_ms", quick) / 1000),
         DRAIN_GRACE_SECONDS=str(w.size("reconnect_drain_grace_ms", quick) / 1000),
         JWT_LIFETIME_SECONDS="3600",
     )
@@ -347,6 +381,7 @@ def reconnect_target(name: str, setup: dict[str, Any], quick: bool) -> dict[str,
             publish,
             w.size("reconnect_deadline_s", quick),
             w.size("reconnect_heartbeat_ms", quick) / 1000,
+            w.size("reconnect_heartbeat_timeout_ms", quick) / 1000,
         )
         out: dict[str, Any] = {"connect": _connect(run, uuid.uuid4().hex[:8])}
         out["commands"] = [s.command() for s in workers]
@@ -355,7 +390,9 @@ def reconnect_target(name: str, setup: dict[str, Any], quick: bool) -> dict[str,
             if not baseline:
                 out[key]["check"] = _check(run, prep, floor, users)
     out["command"] = " + ".join(out.pop("commands"))
-    out["settings"] = {k: env[k] for k in ("HUB_HEARTBEAT_SECONDS", "DRAIN_GRACE_SECONDS")}
+    out["settings"] = {
+        k: env[k] for k in ("HUB_HEARTBEAT_SECONDS", "HUB_HEARTBEAT_TIMEOUT_SECONDS", "DRAIN_GRACE_SECONDS")
+    }
     return out
 
 

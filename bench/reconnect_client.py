@@ -23,8 +23,13 @@ from array import array
 from typing import Any
 
 from bench.browser_agent import RESTARTING, Agent, Conn, failure_kind, tally
-from bench.client import now_ns
+from bench.client import cpu_seconds, now_ns
 from bench.soak_client import SoakClient
+
+# During a storm an opening is given up after this long (the upgrade, then the welcome): a browser
+# waits at least as long for a WebSocket to open, and realtime.js drops an open one that says
+# nothing for 25 s.
+STORM_TIMEOUT_S = 60.0
 
 
 class ReconnectAgent(Agent):
@@ -87,6 +92,7 @@ class ReconnectClient(SoakClient):
         super().__init__()
         self.agents: list[ReconnectAgent]
         self.mark_ns = 0
+        self.cpu_at_mark = 0.0
         self.welcomes: list[array] = []
         self.handshake_ns = array("q")
         self.failed: dict[str, int] = {}
@@ -115,9 +121,12 @@ class ReconnectClient(SoakClient):
     def storm(self, spec: dict[str, Any]) -> dict[str, Any]:
         """The fault is about to happen: time everything from `mark_ns` (the parent's clock, the same
         CLOCK_MONOTONIC). Agents on `drop_workers` must lose their socket; in-flight openings are
-        bounded by `concurrency` per process (none, in effect, by default: a browser has no gate)."""
+        bounded by `concurrency` per process (none, in effect, by default: a browser has no gate),
+        each by `timeout` seconds."""
         self.mark_ns = spec["mark_ns"]
+        self.cpu_at_mark = cpu_seconds()
         self.gate = asyncio.Semaphore(spec.get("concurrency", 1_000_000))
+        self.timeout = spec.get("timeout", STORM_TIMEOUT_S)
         self.welcomes = [array("q") for _ in range(spec["workers"])]
         self.handshake_ns = array("q")
         self.failed = {}
@@ -166,6 +175,7 @@ class ReconnectClient(SoakClient):
             "welcomes": [w.tobytes() for w in self.welcomes],
             "handshake_ns": self.handshake_ns.tobytes(),
             "failed": dict(self.failed),
+            "client_cpu_s": cpu_seconds() - self.cpu_at_mark,
             "closes": closes,
             **{k: now[k] - self.counts_at_mark.get(k, 0) for k in now},
         }

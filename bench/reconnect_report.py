@@ -77,6 +77,13 @@ def _storm_rows(target: str, label: str, s: dict[str, Any], service: bool) -> li
         ),
         (target, f"{label}: refused or failed openings", _kinds(s["failed"]), "", ""),
         (target, f"{label}: worker CPU (share of {_fmt(s['window_s'])} s)", cpu, "", ""),
+        (
+            target,
+            f"{label}: load-generator CPU",
+            " + ".join(f"{_fmt(c)} s" for c in s["client_cpu_s"]),
+            "",
+            "",
+        ),
     ]
     if "check" in s:
         c, p = s["check"], s["publisher"]
@@ -89,7 +96,12 @@ def _storm_rows(target: str, label: str, s: dict[str, Any], service: bool) -> li
             f"{sent}; {c['received']:,}/{c['expected']:,} ids received, lost {c['lost']:,}, duplicated "
             f"{c['duplicates']:,}, late (through resume) {s['late']:,}, re-delivered {c['redelivered']:,}"
         )
-        ok = c["lost"] == 0 and c["duplicates"] == 0 and c["phantoms"] == 0 and c["expected"] > 0
+        if c["not_live_at_end"]:
+            value += (
+                f"; {c['missing_not_back']:,} not (yet) received by the {c['not_live_at_end']:,} not back"
+            )
+        # A client not back has not resumed: that nothing is lost is shown only once all are back.
+        ok = not (c["lost"] or c["duplicates"] or c["phantoms"] or c["not_live_at_end"]) and c["expected"] > 0
         rows.append(
             (target, f"{label}: ids against the database (so far)", value, "none lost or twice", _verdict(ok))
         )

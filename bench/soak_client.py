@@ -222,6 +222,7 @@ class SoakClient:
             "expected": 0,
             "received": 0,
             "gaps": 0,
+            "gaps_of_live": 0,  # of agents live at the end (the others may not have resumed yet)
             "agents_with_gaps": 0,
             "phantoms": 0,
             "duplicates": 0,
@@ -248,6 +249,7 @@ class SoakClient:
             out["phantoms"] += len(agent.seen - set(ids))
             if missing:
                 out["gaps"] += len(missing)
+                out["gaps_of_live"] += len(missing) if agent.live else 0
                 out["agents_with_gaps"] += 1
                 if len(out["gap_samples"]) < 10:
                     out["gap_samples"].append({"agent": agent.key, "missing": sorted(missing)[:10]})

@@ -62,8 +62,8 @@ SIZES = {
     "ticker_clients": (2, 1),
     # reconnect (bench/reconnect.py): sockets (one user each, half per worker), chat rooms they
     # spread over, each storm's deadline, the publisher's notifications and chat posts per second
-    # during a storm, load-generator processes; the hub's heartbeat and the drain's grace (the
-    # production defaults at full size, shorter for the smoke run).
+    # during a storm, load-generator processes; the hub's heartbeat, its timeout and the drain's
+    # grace (the production defaults at full size, shorter for the smoke run).
     "reconnect_users": (10000, 8),
     "reconnect_rooms": (10, 1),
     "reconnect_deadline_s": (120, 30),
@@ -71,6 +71,7 @@ SIZES = {
     "reconnect_chat_rate": (2, 5),
     "reconnect_clients": (2, 1),
     "reconnect_heartbeat_ms": (5000, 500),
+    "reconnect_heartbeat_timeout_ms": (10000, 2000),
     "reconnect_drain_grace_ms": (2000, 200),
 }
 

@@ -5,7 +5,8 @@ daphne, uvicorn with either websockets implementation, runserver), free loopback
 ports, and `Worker`: one server process started on a port with an environment and
 a log file, ready once it answers (`/readyz` 200, or its port accepting a
 connection for a server without one), stopped with SIGTERM (a worker drains) and
-SIGKILL after a bound.
+SIGKILL after a bound; and the command of a private redis-server (`redis_server_argv`), which
+fault tests and the bench start, break and restart instead of the machine's shared one.
 
 Standard library only, and no Django: `deploy/stack.py` and the bench's parent
 process import it without settings, and `relay_testing` (the user-facing pytest
