@@ -218,16 +218,17 @@ What the figures below say (same run, side by side):
     "reconnect": """## 8. Reconnect storms
 
 Every socket drops at once, and how fast, and how completely, clients come back
-(`bench/reconnect.py`, `bench/reconnect_client.py`). Per target: two daphne workers on a private
-`redis-server` started on a free port for the run (never the shared one), and 10,000 sockets of
+(`bench/reconnect.py`, `bench/reconnect_client.py`). Per target and storm: two daphne workers on a private
+`redis-server` started on a free port for the storm (never the shared one), and 10,000 sockets of
 10,000 distinct users, 5,000 on each worker: half on `/ws/notifications/`, half in 10 chat rooms
 (500 members each); half authenticated by the `sessionid` cookie with an allowed `Origin`, half by
 a bearer token (minted as `POST /api/token/` mints them, `bench.django_side tokens`). Plain
 Channels has no tokens: there every socket uses the cookie, through `AuthMiddlewareStack`, on
 `/ws/baseline-auth/<room>/` and `/ws/baseline-inbox/` of `bench/baseline_channels.py` (the
 tutorial's consumer, refusing anonymous users at the handshake; the inbox is a group per user).
-The sockets are opened first, 25 handshakes in flight per load-generator process. Then two storms
-on the same sockets, each bounded by a 120 s deadline:
+The sockets are opened first, 25 handshakes in flight per load-generator process. Two storms, each
+on workers, a Redis and sockets of its own (one that has not settled by its deadline leaves nothing
+behind for the other), each bounded by a 120 s deadline:
 
 1. **Redis restart.** The private Redis gets SIGTERM (the fault) and stays down until every socket
    has been closed (the hub's heartbeat closes them 1011 within `HUB_HEARTBEAT_SECONDS`, 5 s) or

@@ -1,11 +1,12 @@
 """The reconnect workload: every socket drops at once, and how fast (and how completely) clients come back.
 
-Per target, two daphne workers on a private redis-server of the run's own (never the shared one),
-and N sockets of N distinct users, half on each worker: half of them on `/ws/notifications/` and
+Per target and storm, two daphne workers on a private redis-server of their own (never the shared
+one), and N sockets of N distinct users, half on each worker: half of them on `/ws/notifications/` and
 half in chat rooms, half authenticated by session cookie (with an allowed `Origin`) and half by a
 bearer token (plain Channels has no tokens: all cookies there). The load generators
-(bench/reconnect_client.py) reconnect as static/js/realtime.js does and resume. Two storms, one
-after the other on the same sockets, each bounded by a deadline:
+(bench/reconnect_client.py) reconnect as static/js/realtime.js does and resume. Two storms, each
+on a stack and sockets of its own (one that has not settled by its deadline leaves nothing behind
+for the other), each bounded by a deadline:
 
 1. **Redis restart**: the private Redis is stopped (the fault), kept down until every socket has
    dropped (the hub's heartbeat closes them 1011) or for the heartbeat interval plus 1 s, then
@@ -348,28 +349,29 @@ def target_env(redis: Worker, quick: bool) -> dict[str, str]:
     )
 
 
-def reconnect_target(name: str, setup: dict[str, Any], quick: bool) -> dict[str, Any]:
+@contextlib.contextmanager
+def fresh_run(name: str, setup: dict[str, Any], quick: bool) -> Iterator[Run]:
+    """What a storm starts from: a private Redis, two workers on it, every agent's socket open."""
     app, baseline = TARGETS[name]
-    prep, floor, rooms = setup["prep"], setup["floor"], setup["floor"]["rooms"]
-    users = len(setup["tokens"])
     with contextlib.ExitStack() as cleanup:
         stack = cleanup.enter_context(Stack())
         redis = stack.redis()
         env = target_env(redis, quick)
         with ThreadPoolExecutor(2) as pool:  # started together: each takes seconds to import Django
             workers = list(pool.map(lambda _: stack.daphne(app, env), range(2)))
-        agents = plan(prep, setup["tokens"], rooms, [s.port for s in workers], baseline)
+        agents = plan(
+            setup["prep"], setup["tokens"], setup["floor"]["rooms"], [s.port for s in workers], baseline
+        )
         n_procs = max(1, min(w.size("reconnect_clients", quick), len(agents)))
         clients = cleanup.enter_context(Clients(n_procs, factory="bench.reconnect_client:ReconnectClient"))
-        inboxes = [a["scope"] for a in agents if a["kind"] == "notif"]
         publish = {
             "run": name,
-            "users": inboxes,
-            "rooms": rooms,
+            "users": [a["scope"] for a in agents if a["kind"] == "notif"],
+            "rooms": setup["floor"]["rooms"],
             "note_rate": w.size("reconnect_note_rate", quick),
             "chat_rate": w.size("reconnect_chat_rate", quick),
         }
-        run = Run(
+        yield Run(
             name,
             baseline,
             env,
@@ -383,16 +385,20 @@ def reconnect_target(name: str, setup: dict[str, Any], quick: bool) -> dict[str,
             w.size("reconnect_heartbeat_ms", quick) / 1000,
             w.size("reconnect_heartbeat_timeout_ms", quick) / 1000,
         )
-        out: dict[str, Any] = {"connect": _connect(run, uuid.uuid4().hex[:8])}
-        out["commands"] = [s.command() for s in workers]
-        for key, storm in (("redis", redis_storm), ("drain", drain_storm)):
-            out[key] = storm(run)
-            if not baseline:
-                out[key]["check"] = _check(run, prep, floor, users)
-    out["command"] = " + ".join(out.pop("commands"))
-    out["settings"] = {
-        k: env[k] for k in ("HUB_HEARTBEAT_SECONDS", "HUB_HEARTBEAT_TIMEOUT_SECONDS", "DRAIN_GRACE_SECONDS")
-    }
+
+
+def reconnect_target(name: str, setup: dict[str, Any], quick: bool) -> dict[str, Any]:
+    """Each storm on a stack of its own: one that has not settled by its deadline leaves nothing behind."""
+    out: dict[str, Any] = {}
+    for key, storm in (("redis", redis_storm), ("drain", drain_storm)):
+        with fresh_run(name, setup, quick) as run:
+            connect = _connect(run, uuid.uuid4().hex[:8])
+            out[key] = {"connect": connect, **storm(run)}
+            if not run.baseline:
+                out[key]["check"] = _check(run, setup["prep"], setup["floor"], len(setup["tokens"]))
+            out["command"] = " + ".join(s.command() for s in run.workers)
+            keys = ("HUB_HEARTBEAT_SECONDS", "HUB_HEARTBEAT_TIMEOUT_SECONDS", "DRAIN_GRACE_SECONDS")
+            out["settings"] = {k: run.env[k] for k in keys}
     return out
 
 

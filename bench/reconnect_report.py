@@ -50,21 +50,30 @@ def _worker_rate(k: int, x: dict[str, Any]) -> str:
 
 
 def _storm_rows(target: str, label: str, s: dict[str, Any], service: bool) -> list[Row]:
+    c = s["connect"]
+    opened = (
+        target,
+        f"{label}: sockets opened before it",
+        f"{c['sockets']:,} in {_fmt(c['seconds'])} s",
+        "",
+        "",
+    )
     if not s["dropped"]:
         text = f"no socket closed of {s['sockets']:,} ({_fmt(s.get('redis_down_s'))} s down)"
-        return [(target, f"{label}: sockets", text, "", "")]
+        return [opened, (target, f"{label}: sockets", text, "", "")]
     dropped = f"{s['dropped']:,} of {s['sockets']:,} sockets closed"
     if s["first_close_s"] is not None:
         dropped += f" (first {_fmt(s['first_close_s'])} s after the fault; {_kinds(s['closes'])})"
     dropped += f"; {s['back']:,} back, {s['live_at_end']:,} live at the end"
     if s.get("deadline_hit"):
-        dropped += f"; deadline hit after {_fmt(s['window_s'])} s"
+        dropped += f"; the deadline passed (last change {_fmt(s['window_s'])} s after the fault)"
     rates = "; ".join(_worker_rate(k, x) for k, x in enumerate(s["workers"]))
     cpu = " / ".join(
         f"{_fmt(c)} s ({share * 100:.0f} %)"
         for c, share in zip(s["worker_cpu_s"], s["worker_cpu_share"], strict=True)
     )
     rows: list[Row] = [
+        opened,
         _back_row(target, label, s, service),
         (target, f"{label}: sockets", dropped, "", ""),
         (target, f"{label}: handshakes per worker", rates, "", ""),
@@ -102,18 +111,13 @@ def _storm_rows(target: str, label: str, s: dict[str, Any], service: bool) -> li
             )
         # A client not back has not resumed: that nothing is lost is shown only once all are back.
         ok = not (c["lost"] or c["duplicates"] or c["phantoms"] or c["not_live_at_end"]) and c["expected"] > 0
-        rows.append(
-            (target, f"{label}: ids against the database (so far)", value, "none lost or twice", _verdict(ok))
-        )
+        rows.append((target, f"{label}: ids against the database", value, "none lost or twice", _verdict(ok)))
     return rows
 
 
 def rows(target: str, r: dict[str, Any]) -> list[Row]:
     service = target.startswith("service")
-    c = r["connect"]
-    out: list[Row] = [
-        (target, "sockets opened before the storms", f"{c['sockets']:,} in {_fmt(c['seconds'])} s", "", "")
-    ]
+    out: list[Row] = []
     p = r.get("publisher")
     if p:
         text = (
