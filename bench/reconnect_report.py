@@ -1,13 +1,83 @@
-"""The reconnect workload's rows in the bench tables (bench/report.py draws them)."""
+"""The reconnect workload's figures, from its load generators' reports, and its rows in the bench
+tables (bench/report.py draws them)."""
 
 from __future__ import annotations
 
+import math
+from array import array
 from typing import Any
 
+from bench.client import percentile
 from bench.report import Row, _fmt, _verdict
 
 STORMS = (("redis", "Redis restart"), ("drain", "drain of one worker"))
 BACK_GOAL_S = 10.0  # every client back within 10 s of a Redis restart
+
+
+def _cut(values: array, q: float) -> float | None:
+    """The time by which a share `q` of the dropped agents were back (None: not reached)."""
+    n = len(values)
+    back = sorted(v for v in values if v >= 0)
+    need = max(1, math.ceil(q * n))
+    return round(back[need - 1] / 1e9, 3) if n and len(back) >= need else None
+
+
+def _rates(blobs: list[bytes]) -> dict[str, Any]:
+    """One worker's welcomes during the storm: how many, per second over their span, and the peak
+    over any whole second."""
+    times = array("q")
+    for blob in blobs:
+        times.frombytes(blob)
+    if not times:
+        return {"handshakes": 0, "per_s": None, "peak_per_s": None}
+    ordered = sorted(times)
+    span = (ordered[-1] - ordered[0]) / 1e9
+    buckets: dict[int, int] = {}
+    for t in ordered:
+        buckets[(t - ordered[0]) // 10**9] = buckets.get((t - ordered[0]) // 10**9, 0) + 1
+    per_s = round(len(ordered) / span, 1) if span > 0 else None
+    return {"handshakes": len(ordered), "per_s": per_s, "peak_per_s": max(buckets.values())}
+
+
+def summarize(reports: list[dict[str, Any]], restarted_s: float | None) -> dict[str, Any]:
+    """The load generators' reports as the workload's figures (times in seconds from the fault)."""
+    dropped, back, lat = array("q"), array("q"), array("q")
+    for r in reports:
+        dropped.frombytes(r["dropped"])
+        back.frombytes(r["back"])
+        lat.frombytes(r["handshake_ns"])
+    lat_sorted = sorted(lat)
+    failed: dict[str, int] = {}
+    closes: dict[str, int] = {}
+    for r in reports:
+        for k, v in r["failed"].items():
+            failed[k] = failed.get(k, 0) + v
+        for k, v in r["closes"].items():
+            closes[k] = closes.get(k, 0) + v
+    out: dict[str, Any] = {
+        "sockets": sum(r["agents"] for r in reports),
+        "must_drop": sum(r["must_drop"] for r in reports),
+        "dropped": len(dropped),
+        "not_dropped": sum(r["not_dropped"] for r in reports),
+        "back": sum(1 for b in back if b >= 0),
+        "live_at_end": sum(r["live"] for r in reports),
+        "first_close_s": round(min(dropped) / 1e9, 3) if dropped else None,
+        "back_99_s": _cut(back, 0.99),
+        "back_100_s": _cut(back, 1.0),
+        "handshake_p50_ms": round(percentile(lat_sorted, 0.5) / 1e6, 1),
+        "handshake_p99_ms": round(percentile(lat_sorted, 0.99) / 1e6, 1),
+        "workers": [_rates([r["welcomes"][k] for r in reports]) for k in range(len(reports[0]["welcomes"]))],
+        "failed": dict(sorted(failed.items(), key=lambda kv: -kv[1])),
+        "closes": closes,
+    }
+    for key in ("late", "duplicates", "redelivered", "resumes"):
+        out[key] = sum(r[key] for r in reports)
+    out["client_cpu_s"] = [round(r["client_cpu_s"], 2) for r in reports]
+    if restarted_s is not None:
+        for key in ("back_99_s", "back_100_s"):
+            value = out[key]
+            out[f"{key[:-2]}_after_restart_s"] = round(value - restarted_s, 3) if value is not None else None
+    return out
 
 
 def _seconds(value: float | None) -> str:
