@@ -64,7 +64,7 @@ format: $(BIN)/.installed-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Benchmarks (docs/benchmarks.md): all six workloads against daphne, uvicorn, realtime.serve and both
+# Benchmarks (docs/benchmarks.md): every workload against daphne, uvicorn, realtime.serve and both
 # baselines; needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL; defaults: database
 # `bench`, Redis db 5). BENCH_ARGS="fanout --quick" runs one workload at tiny N.
 $(BIN)/.installed-bench: $(BIN)/.installed-dev requirements-bench.txt

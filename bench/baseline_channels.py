@@ -9,6 +9,11 @@ The ticker workload's baseline is on `/ws/baseline-ticker/`: the same frames as
 `/ws/live/` (`subscribe` → one `subscribed` per topic, then `update`), one
 Channels group per topic (`group_add` per topic per socket), and a publish is one
 `group_send` to the topic's group (`bench.ticker_publish channels`).
+
+The reconnect workload's baseline needs users: `/ws/baseline-auth/<room>/` is the chat consumer
+for logged-in users only (the session cookie, through `AuthMiddlewareStack`; anyone else is
+refused at the handshake, HTTP 403), and `/ws/baseline-inbox/` the same consumer on a group of the
+user's own, as a tutorial-style notifications socket would be.
 """
 
 import json
@@ -48,6 +53,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps({"message": event["message"]}))
 
 
+class AuthChatConsumer(ChatConsumer):
+    async def connect(self):
+        user = self.scope["user"]
+        if not user.is_authenticated:
+            await self.close()  # before accept: the handshake is refused
+            return
+        kwargs = self.scope["url_route"]["kwargs"]
+        self.room_group_name = f"chat_{kwargs['room_name']}" if "room_name" in kwargs else f"user_{user.pk}"
+        await self.channel_layer.group_add(self.room_group_name, self.channel_name)
+        await self.accept()
+
+
 class TickerConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         self.topics = []
@@ -82,6 +99,8 @@ application = ProtocolTypeRouter(
                     [
                         re_path(r"^ws/baseline/(?P<room_name>\w+)/$", ChatConsumer.as_asgi()),
                         re_path(r"^ws/baseline-ticker/$", TickerConsumer.as_asgi()),
+                        re_path(r"^ws/baseline-auth/(?P<room_name>[\w-]+)/$", AuthChatConsumer.as_asgi()),
+                        re_path(r"^ws/baseline-inbox/$", AuthChatConsumer.as_asgi()),
                     ]
                 )
             )

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from realtime.launcher import APP, Worker, free_port
+from realtime.launcher import APP, Worker, free_port, redis_server_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -117,6 +117,11 @@ class Stack:
     def serve(self, app: str = APP, env: dict[str, str] | None = None) -> Worker:
         """The production launcher (daphne with the drain and the slow-client bound), as compose runs it."""
         return self._start("serve", env or bench_env(), server="realtime.serve", app=app)
+
+    def redis(self) -> Worker:
+        """A private redis-server on a free port (the reconnect workload restarts it: never the shared
+        one): `stop()` is a restart's first half (SIGTERM), `start()` the second."""
+        return self._start("redis", dict(os.environ), argv=redis_server_argv("{port}"))
 
     def websockets_baseline(self) -> Worker:
         argv = [PY, "-m", "bench.baseline_websockets", "--port", "{port}"]

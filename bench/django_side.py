@@ -9,8 +9,13 @@ push RUN RATE SECS USERS [GROUP_EVERY GROUP_SIZE]
                    GROUP_EVERY > 0, also one notify() to GROUP_SIZE random bench users
                    every GROUP_EVERY seconds (a group announcement)
 broadcast RUN      one notify(everyone=True), timing call, commit and return
-rooms K            make the public chat rooms soak-00..K-1 exist; print their slugs and
-                   the highest message and notification ids so far (the soak's floor)
+rooms K [PREFIX]   make the public chat rooms PREFIX-00..K-1 (soak-00..) exist; print their
+                   slugs and the highest message and notification ids so far (the floor)
+tokens N           an access token (JWT, as POST /api/token/ gives) for each of bench-00000..N-1
+publish JSON       print "ready", then until SIGTERM (or JSON's `seconds`): notify() one of
+                   JSON's `users` (pks) at `note_rate` per second and post_message() a system
+                   message to one of its `rooms` at `chat_rate` per second (the reconnect
+                   workload's storms)
 room SLUG...       make these public chat rooms exist (the joins workload: one per storm)
 ids JSON           the message ids per room and notification ids per recipient above
                    the floor given in JSON {rooms, users, floor_message,
@@ -207,17 +212,17 @@ def broadcast(run: str) -> dict:
     return {"recipients": len(created), "t_call": t_call, "t_commit": marks["commit"], "t_return": t_return}
 
 
-def rooms(k: int) -> dict:
+def rooms(k: int, prefix: str = "soak") -> dict:
     setup_django()
     from chat.models import Message, Room
     from chat.services import create_room
     from notifications.models import Notification
 
-    slugs = [f"soak-{i:02d}" for i in range(k)]
+    slugs = [f"{prefix}-{i:02d}" for i in range(k)]
     existing = set(Room.objects.filter(slug__in=slugs).values_list("slug", flat=True))
     for slug in slugs:
         if slug not in existing:
-            create_room(slug=slug, title=f"Soak {slug[5:]}")
+            create_room(slug=slug, title=f"{prefix.title()} {slug[len(prefix) + 1 :]}")
     last_message = Message.objects.order_by("-id").values_list("id", flat=True).first()
     last_notification = Notification.objects.order_by("-id").values_list("id", flat=True).first()
     return {"rooms": slugs, "floor_message": last_message or 0, "floor_notification": last_notification or 0}
@@ -233,6 +238,61 @@ def room(slugs: list[str]) -> dict:
         if slug not in existing:
             create_room(slug=slug, title=slug)
     return {"rooms": slugs}
+
+
+def tokens(n: int) -> dict:
+    setup_django()
+    from django.contrib.auth import get_user_model
+
+    from realtime.authentication.tokens import issue_token
+
+    names = [f"{BENCH_PREFIX}{i:05d}" for i in range(n)]
+    users = {u.username: u for u in get_user_model().objects.filter(username__in=names)}
+    return {"tokens": [issue_token(user=users[name]).access for name in names]}
+
+
+def publish(spec: dict) -> dict:
+    """Notifications and chat posts at steady rates until SIGTERM; what failed is counted, not fatal
+    (Redis is down for part of a storm: a row is stored even when its push is not)."""
+    import signal
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    setup_django()
+    from django.contrib.auth import get_user_model
+
+    from chat.models import Room
+    from chat.services import post_message
+    from notifications.services import notify
+
+    users = list(get_user_model().objects.filter(pk__in=spec["users"]))
+    rooms = list(Room.objects.filter(slug__in=spec["rooms"]))
+    print("ready", flush=True)  # the parent starts its clock now
+    rng = random.Random(16)
+    rates = [(r, kind) for r, kind in ((spec["note_rate"], "note"), (spec["chat_rate"], "chat")) if r > 0]
+    due = {kind: 0 for _, kind in rates}
+    sent = {"note": 0, "chat": 0}
+    failed: dict[str, int] = {}
+    start = time.monotonic()
+    while not stop and time.monotonic() - start < spec["seconds"]:
+        now = time.monotonic() - start
+        for rate, kind in rates:
+            if due[kind] / rate > now:
+                continue
+            due[kind] += 1
+            try:
+                if kind == "note" and users:
+                    notify(users=rng.choice(users), title="reconnect", data={"run": spec["run"]})
+                elif kind == "chat" and rooms:
+                    post_message(room=rng.choice(rooms), author=None, body=f"reconnect:{spec['run']}")
+                sent[kind] += 1
+            except Exception as exc:  # counted: the database decides what clients must have
+                key = f"{kind}: {type(exc).__name__}"
+                failed[key] = failed.get(key, 0) + 1
+        next_due = min(due[kind] / rate for rate, kind in rates) if rates else now + 0.1
+        time.sleep(max(0.0, min(0.1, next_due - (time.monotonic() - start))))
+    elapsed = time.monotonic() - start
+    return {"notifications": sent["note"], "chat_posts": sent["chat"], "failed": failed, "seconds": elapsed}
 
 
 def ids(spec: dict) -> dict:
@@ -264,7 +324,11 @@ def main(argv: list[str]) -> int:
     elif cmd == "broadcast":
         out = broadcast(args[0])
     elif cmd == "rooms":
-        out = rooms(int(args[0]))
+        out = rooms(int(args[0]), *args[1:])
+    elif cmd == "tokens":
+        out = tokens(int(args[0]))
+    elif cmd == "publish":
+        out = publish(json.loads(args[0]))
     elif cmd == "room":
         out = room(args)
     elif cmd == "ids":

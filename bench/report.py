@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from bench.common import RESULTS, ROOT
 
 DOCS = ROOT / "docs" / "benchmarks.md"
-ORDER = ["fanout", "push", "broadcast", "idle", "workers", "joins", "ticker"]
+ORDER = ["fanout", "push", "broadcast", "idle", "workers", "joins", "ticker", "reconnect"]
 
 Row = tuple[str, str, str, str, str]  # target, metric, value, goal, verdict
 
@@ -351,10 +352,9 @@ def _workers_rows(target: str, r: dict[str, Any]) -> list[Row]:
     return out
 
 
-def _ticker_report():
-    from bench import ticker_report  # it uses this module's formatting
-
-    return ticker_report
+def _report_of(workload: str):
+    """bench/<workload>_report.py, which draws that workload's rows with this module's formatting."""
+    return importlib.import_module(f"bench.{workload}_report")
 
 
 # One row builder per workload: the rows of one target's figures, then the rows drawn from the
@@ -366,12 +366,14 @@ TARGET_ROWS: dict[str, Callable[[str, dict[str, Any]], list[Row]]] = {
     "idle": _idle_rows,
     "workers": _workers_rows,
     "joins": lambda target, r: _joins_rows(target, r) + _joins_stopped_row(target, r),
-    "ticker": lambda target, r: _ticker_report().rows(target, r),
+    "ticker": lambda target, r: _report_of("ticker").rows(target, r),
+    "reconnect": lambda target, r: _report_of("reconnect").rows(target, r),
 }
 RUN_ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "fanout": _fanout_ratio_rows,
     "joins": lambda figures: _joins_ratio_rows(figures.get("ratios", {})),
-    "ticker": lambda figures: _ticker_report().ratio_rows(figures),
+    "ticker": lambda figures: _report_of("ticker").ratio_rows(figures),
+    "reconnect": lambda figures: _report_of("reconnect").ratio_rows(figures),
 }
 
 

@@ -1,20 +1,11 @@
 """The soak's load generator: long-lived clients that behave like static/js/realtime.js.
 
 Runs in `bench.client` processes (`Clients(n, factory="bench.soak_client:SoakClient")`),
-driven over the same pipe. Each *agent* is one logical client: one user's
-socket on one endpoint (a chat room or the inbox), across all its
-reconnects. Like the browser client it starts from `welcome.last_id`, sends
-`resume {after: last_id}` after every later `welcome` (again while
-`replay_done.more`), moves `last_id` only outside replays, pings after 15 s
-of silence and drops a link that stays silent 10 s more, backs off with full
-jitter (within 1 s after 1012), and keeps an outbox of chat posts that it
-re-sends after a reconnect until the server echoes their `client_id`.
-
-It records every id it is handed, per connection and per agent, so that the
-parent can compare them with the database at the end: an id twice within one
-connection is a duplicate (the contract forbids it); an id again in a later
-connection is a re-delivery (allowed across reconnects; the browser drops
-it); an id in the database that never arrived is a gap.
+driven over the same pipe. Each *agent* (bench/browser_agent.py) is one logical client: one
+user's socket on one endpoint, across all its reconnects, resuming and backing off as the
+browser does. This module runs them: their first connections (bounded concurrency), the load
+(posts and churn), the browser's dead-link check over all of them, and the end: every agent's
+ids against the database's, so that the parent sees gaps, duplicates and ids that are not there.
 
 Commands: start, load, stats, stop_load, quiesce, converge, close.
 """
@@ -28,270 +19,15 @@ import resource
 from array import array
 from typing import Any
 
-import orjson
-from picows import WSCloseCode, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSCloseCode
 
+from bench.browser_agent import PING_AFTER_NS, PONG_TIMEOUT_NS, Agent
 from bench.client import now_ns
-
-PING_AFTER_NS = 15 * 10**9  # the browser client's pingInterval
-PONG_TIMEOUT_NS = 10 * 10**9  # and its pongTimeout
-BACKOFF_BASE = 0.5
-BACKOFF_MAX = 30.0
-RETRY_CODES = {"rate_limited", "unavailable", "server_error"}  # the outbox re-sends these
-
-
-def _count(counter: dict, key: Any, n: int = 1) -> None:
-    counter[key] = counter.get(key, 0) + n
-
-
-class Conn(WSListener):
-    """One WebSocket connection of an agent."""
-
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        self.transport: WSTransport | None = None
-        self.welcomed = asyncio.get_running_loop().create_future()
-        self.got: set[int] = set()
-        self.replaying = False
-        self.live = False  # welcomed and not replaying
-        self.last_frame_ns = now_ns()
-        self.ping_sent_ns = 0
-        self.close_code: int | None = None
-        self.dropped = False  # closed by us on purpose (churn, end of run)
-        self.dead_link = False  # dropped by the ping check; reconnects like a server close
-
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        self.transport = transport
-
-    def on_ws_frame(self, transport: WSTransport, frame) -> None:
-        self.agent.client.changed.set()
-        self.last_frame_ns = now_ns()
-        self.ping_sent_ns = 0  # anything at all proves the link
-        if frame.msg_type == WSMsgType.TEXT:
-            self.agent.on_frame(self, orjson.loads(frame.get_payload_as_bytes()))
-        elif frame.msg_type == WSMsgType.CLOSE:
-            self.close_code = frame.get_close_code()
-            transport.send_close(WSCloseCode.OK)
-            transport.disconnect()
-
-    def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self.agent.client.changed.set()
-        if not self.welcomed.done():
-            self.welcomed.set_exception(ConnectionError(f"closed before welcome ({self.close_code or 1006})"))
-        self.agent.on_disconnected(self)
-
-    def send(self, frame: dict[str, Any]) -> None:
-        if self.transport is not None and not self.transport.is_disconnected:
-            self.transport.send(WSMsgType.TEXT, orjson.dumps(frame))
-
-
-class Agent:
-    def __init__(self, client: SoakClient, index: int, spec: dict[str, Any]) -> None:
-        self.client = client
-        self.index = index
-        self.key: str = spec["key"]
-        self.kind: str = spec["kind"]  # "chat" or "notif"
-        self.item = "message" if self.kind == "chat" else "notification"
-        self.scope = str(spec["scope"])  # room slug or recipient pk: where its ids come from
-        self.urls: list[str] = spec["urls"]
-        self.worker: int = spec["worker"]
-        self.headers = [tuple(h) for h in spec["headers"]]
-        self.conn: Conn | None = None
-        self.connecting = False
-        self.failures = 0  # failed attempts since the last welcome (the backoff exponent)
-        self.start_id: int | None = None
-        self.last_id: int | None = None
-        self.seen: set[int] = set()
-        self.connections = 0
-        self.duplicates = 0
-        self.redelivered = 0
-        self.out_of_order = 0
-        self.pending: dict[str, tuple[str, int]] = {}  # outbox: client_id -> (body, first send)
-        self.resent: set[str] = set()
-        self.seq = 0
-
-    @property
-    def live(self) -> bool:
-        return self.conn is not None and self.conn.live
-
-    # --- frames -------------------------------------------------------------------------------
-    def on_frame(self, conn: Conn, data: dict[str, Any]) -> None:
-        kind = data.get("type")
-        client = self.client
-        if kind == self.item:
-            self._item(conn, data[self.item])
-        elif kind == "welcome":
-            self.conn = conn
-            self.connections += 1
-            self.failures = 0
-            if self.last_id is None:  # a fresh client starts from welcome
-                self.start_id = self.last_id = data.get("last_id") or 0
-                self._live(conn)
-            else:
-                conn.replaying = True
-                client.resumes += 1
-                conn.send({"type": "resume", "after": self.last_id})
-            if not conn.welcomed.done():
-                conn.welcomed.set_result(None)
-        elif kind == "replay_done":
-            self.last_id = data.get("last_id") or self.last_id
-            if data.get("more"):
-                conn.send({"type": "resume", "after": self.last_id})
-            else:
-                self._live(conn)
-        elif kind == "error":
-            code = data.get("code")
-            _count(client.error_codes, code)
-            ref = data.get("ref")
-            if ref in self.pending:
-                if code in RETRY_CODES:
-                    asyncio.get_running_loop().call_later(1.0, self._resend, ref)
-                else:
-                    del self.pending[ref]
-                    client.posts_rejected += 1
-        elif kind == "pong":
-            pass
-        else:
-            _count(client.other_frames, kind)
-
-    def _item(self, conn: Conn, item: dict[str, Any]) -> None:
-        client = self.client
-        at = now_ns()
-        pk = item["id"]
-        client_id = item.get("client_id") if self.kind == "chat" else None
-        if client_id in self.pending:
-            client.posts_acked += 1
-            client.ack_ns.append(at - self.pending.pop(client_id)[1])
-            if client_id in self.resent and pk in conn.got:
-                # The server answers a re-sent client_id with the original: not a second delivery.
-                client.resend_echoes += 1
-                return
-        if pk in conn.got:
-            self.duplicates += 1
-            return
-        conn.got.add(pk)
-        if pk in self.seen:
-            self.redelivered += 1
-        else:
-            self.seen.add(pk)
-            client.delivered += 1
-        if conn.replaying:
-            return
-        if self.last_id is not None and pk <= self.last_id and client_id not in self.resent:
-            self.out_of_order += 1
-        self.last_id = max(self.last_id or 0, pk)
-        sent = self._sent_ns(item)
-        if sent:
-            client.lat.append(at - sent)
-
-    def _sent_ns(self, item: dict[str, Any]) -> int:
-        """The send time our own posts and the notify() driver embed (same clock)."""
-        if self.kind == "chat":
-            parts = item.get("body", "").split(":")
-            if len(parts) == 3 and parts[0] == "soak" and parts[1] == self.client.run:
-                return int(parts[2])
-            return 0
-        extra = item.get("data") or {}
-        return int(extra["t"]) if extra.get("run") == self.client.run and "t" in extra else 0
-
-    def _live(self, conn: Conn) -> None:
-        conn.replaying = False
-        conn.live = True
-        for client_id in list(self.pending):  # the outbox goes out again after every welcome
-            self._resend(client_id)
-
-    # --- posting ------------------------------------------------------------------------------
-    def post(self) -> None:
-        client = self.client
-        self.seq += 1
-        client_id = f"{client.run}-{self.index}-{self.seq}"
-        body = f"soak:{client.run}:{now_ns()}"
-        self.pending[client_id] = (body, now_ns())
-        client.posts_sent += 1
-        self.conn.send({"type": "typing"})
-        self.conn.send({"type": "message", "body": body, "client_id": client_id, "ref": client_id})
-
-    def _resend(self, client_id: str) -> None:
-        if client_id in self.pending and self.live:
-            self.resent.add(client_id)
-            self.client.posts_resent += 1
-            body = self.pending[client_id][0]
-            self.conn.send({"type": "message", "body": body, "client_id": client_id, "ref": client_id})
-
-    # --- connection lifecycle -----------------------------------------------------------------
-    def on_disconnected(self, conn: Conn) -> None:
-        client = self.client
-        if self.conn is not conn:
-            return  # an attempt that never got welcome: its connect loop goes on
-        self.conn = None
-        if client.stopping:
-            return
-        if conn.dropped:
-            # Churn: the user closed the tab or lost the network; back a little later,
-            # through the load balancer, so maybe on the other worker.
-            if random.random() < 0.5:
-                self.worker = 1 - self.worker if len(self.urls) == 2 else self.worker
-            self.reconnect(random.uniform(0.2, 3.0))
-            return
-        code = "dead_link" if conn.dead_link else (conn.close_code or 1006)
-        _count(client.server_closes, code)
-        # The browser client's rule: within 1 s after a restart, else full jitter.
-        delay = random.uniform(0, 1.0) if code == 1012 else random.uniform(0, BACKOFF_BASE)
-        self.reconnect(delay)
-
-    def reconnect(self, delay: float) -> None:
-        if not self.connecting and not self.client.stopping:
-            self.client.spawn(self.connect(delay))
-
-    async def connect(self, delay: float = 0.0) -> bool:
-        """Connect until a welcome (or the end of the run); True once welcomed."""
-        client = self.client
-        self.connecting = True
-        try:
-            await asyncio.sleep(delay)
-            while not client.stopping:
-                conn = None
-                async with client.gate:
-                    try:
-                        _, conn = await ws_connect(
-                            lambda: Conn(self),
-                            self.urls[self.worker],
-                            extra_headers=self.headers,
-                            websocket_handshake_timeout=client.timeout,
-                        )
-                        await asyncio.wait_for(asyncio.shield(conn.welcomed), client.timeout)
-                        if self.conn is conn:
-                            return True
-                        # It closed right after welcome: on_disconnected saw us still
-                        # connecting and left the retry to this loop.
-                    except Exception as exc:
-                        _count(client.connect_errors, (type(exc).__name__ + f": {exc}")[:100])
-                        if conn is not None and conn.transport is not None:
-                            conn.dropped = True
-                            conn.transport.disconnect()
-                self.failures += 1
-                cap = min(BACKOFF_MAX, BACKOFF_BASE * 2**self.failures)
-                await asyncio.sleep(random.uniform(0, cap))
-            return False
-        finally:
-            self.connecting = False
-
-    def drop(self, clean: bool) -> None:
-        conn = self.conn
-        if conn is None or conn.transport is None:
-            return
-        conn.dropped = True
-        if clean:
-            conn.transport.send_close(WSCloseCode.GOING_AWAY)  # a closed tab
-        conn.transport.disconnect()  # without a close frame: a lost network
-
-    # --- the end ------------------------------------------------------------------------------
-    def expected(self, ids: list[int]) -> set[int]:
-        start = self.start_id if self.start_id is not None else float("inf")
-        return {pk for pk in ids if pk > start}
 
 
 class SoakClient:
+    agent_class = Agent
+
     def __init__(self) -> None:
         self.agents: list[Agent] = []
         self.tasks: set[asyncio.Task] = set()
@@ -345,7 +81,9 @@ class SoakClient:
         self.timeout = spec.get("timeout", 30.0)
         self.gate = asyncio.Semaphore(spec.get("concurrency", 25))
         random.seed(spec.get("seed"))
-        self.agents = [Agent(self, spec["index_base"] + i, a) for i, a in enumerate(spec["agents"])]
+        self.agents = [
+            self.agent_class(self, spec["index_base"] + i, a) for i, a in enumerate(spec["agents"])
+        ]
         self.load_tasks.append(self.spawn(self._watch_links()))
         t0 = now_ns()
         firsts = [self.spawn(agent.connect()) for agent in self.agents]
@@ -402,7 +140,7 @@ class SoakClient:
             t = now_ns()
             for agent in self.agents:
                 conn = agent.conn
-                if conn is None:
+                if conn is None or not agent.pings:
                     continue
                 if conn.ping_sent_ns and t - conn.ping_sent_ns > PONG_TIMEOUT_NS:
                     self.dead_links += 1
@@ -484,6 +222,7 @@ class SoakClient:
             "expected": 0,
             "received": 0,
             "gaps": 0,
+            "gaps_of_live": 0,  # of agents live at the end (the others may not have resumed yet)
             "agents_with_gaps": 0,
             "phantoms": 0,
             "duplicates": 0,
@@ -510,6 +249,7 @@ class SoakClient:
             out["phantoms"] += len(agent.seen - set(ids))
             if missing:
                 out["gaps"] += len(missing)
+                out["gaps_of_live"] += len(missing) if agent.live else 0
                 out["agents_with_gaps"] += 1
                 if len(out["gap_samples"]) < 10:
                     out["gap_samples"].append({"agent": agent.key, "missing": sorted(missing)[:10]})

@@ -1,4 +1,6 @@
-"""The workloads of issues 6 and 12 (joins: bench/joins.py). Each returns a dict of figures (no printing)."""
+"""The bench's workloads (joins: bench/joins.py; ticker: bench/ticker.py; reconnect: bench/reconnect.py).
+
+Each returns a dict of figures (no printing)."""
 
 from __future__ import annotations
 
@@ -58,6 +60,19 @@ SIZES = {
     "ticker_slow": (10, 2),
     "ticker_pause": (10, 1),
     "ticker_clients": (2, 1),
+    # reconnect (bench/reconnect.py): sockets (one user each, half per worker), chat rooms they
+    # spread over, each storm's deadline, the publisher's notifications and chat posts per second
+    # during a storm, load-generator processes; the hub's heartbeat, its timeout and the drain's
+    # grace (the production defaults at full size, shorter for the smoke run).
+    "reconnect_users": (10000, 8),
+    "reconnect_rooms": (10, 1),
+    "reconnect_deadline_s": (120, 30),
+    "reconnect_note_rate": (20, 20),
+    "reconnect_chat_rate": (2, 5),
+    "reconnect_clients": (2, 1),
+    "reconnect_heartbeat_ms": (5000, 500),
+    "reconnect_heartbeat_timeout_ms": (10000, 2000),
+    "reconnect_drain_grace_ms": (2000, 200),
 }
 
 
@@ -660,6 +675,12 @@ def ticker(prep: dict, quick: bool) -> dict[str, Any]:
     return run_ticker(prep, quick)
 
 
+def reconnect(prep: dict, quick: bool) -> dict[str, Any]:
+    from bench.reconnect import reconnect as run_reconnect  # bench.reconnect imports this module
+
+    return run_reconnect(prep, quick)
+
+
 WORKLOADS = {
     "fanout": (fanout, "fanout_sockets"),
     "push": (push, "push_users"),
@@ -668,6 +689,7 @@ WORKLOADS = {
     "workers": (workers, "workers_sizes"),
     "joins": (joins, "joins_sizes"),
     "ticker": (ticker, "ticker_subscribers"),
+    "reconnect": (reconnect, "reconnect_users"),
 }
 
 

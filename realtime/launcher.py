@@ -5,7 +5,8 @@ daphne, uvicorn with either websockets implementation, runserver), free loopback
 ports, and `Worker`: one server process started on a port with an environment and
 a log file, ready once it answers (`/readyz` 200, or its port accepting a
 connection for a server without one), stopped with SIGTERM (a worker drains) and
-SIGKILL after a bound.
+SIGKILL after a bound; and the command of a private redis-server (`redis_server_argv`), which
+fault tests and the bench start, break and restart instead of the machine's shared one.
 
 Standard library only, and no Django: `deploy/stack.py` and the bench's parent
 process import it without settings, and `relay_testing` (the user-facing pytest
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -53,6 +55,14 @@ SERVERS = {
 def server_argv(server: str, port: int, app: str = APP) -> list[str]:
     """The arguments after `python` that run `app` under launcher `server` on `port`."""
     return [arg.format(port=port, app=app) for arg in SERVERS[server]]
+
+
+def redis_server_argv(port: int | str, *options: str) -> list[str]:
+    """A private redis-server on a loopback port, in memory only (no snapshot, no append-only file):
+    what fault tests and the bench break and restart, never the machine's shared Redis."""
+    program = shutil.which("redis-server") or "redis-server"
+    argv = [program, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    return [*argv, "--daemonize", "no", *options]
 
 
 _handed_out: set[int] = set()

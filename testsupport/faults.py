@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from chat.models import Message
 from notifications.models import Notification
-from realtime.launcher import Worker, free_port
+from realtime.launcher import Worker, free_port, redis_server_argv
 from testsupport.processes import ARTIFACTS, server_env, subprocess_env
 from testsupport.servers import browser_socket, token_socket
 
@@ -74,9 +74,7 @@ class PrivateRedis:
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
-            shutil.which("redis-server") or "redis-server",
-            *("--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
-            *("--daemonize", "no", *self.options),
+            *redis_server_argv(self.port, *self.options),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )

@@ -119,3 +119,24 @@ def test_ticker_quick(bench_database):
         assert result.get("latest_everywhere"), result
         assert result["received"] > 0
         assert result["slow"]["caught_up"] == result["slow"]["sockets"], result["slow"]
+
+
+def test_reconnect_quick(bench_database):
+    """Both storms at tiny N: every client that lost its socket is back, and the service's lose nothing."""
+    from bench.workloads import run
+
+    targets = run("reconnect", quick=True)["targets"]
+    assert set(targets) == {"service-daphne", "channels-daphne"}
+    for name, target in targets.items():
+        for storm in ("redis", "drain"):
+            result = target[storm]
+            assert result["back"] == result["dropped"], (name, storm, result)
+            assert result["live_at_end"] == result["sockets"], (name, storm, result)
+            if name == "service-daphne":
+                assert result["dropped"] == result["must_drop"] > 0, (storm, result)
+                check = result["check"]
+                assert check["lost"] == check["duplicates"] == check["phantoms"] == 0, (storm, check)
+                assert check["received"] == check["expected"] > 0, (storm, check)
+    # Plain Channels' clients of the drained worker came back on the other one.
+    drain = targets["channels-daphne"]["drain"]
+    assert drain["dropped"] == drain["must_drop"] > 0, drain
