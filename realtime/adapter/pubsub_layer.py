@@ -73,9 +73,10 @@ class _Shard(RedisSingleShardConnection):
             await self._redis.publish(channel, message)
 
     async def subscribe(self, channel) -> None:
-        # See the module docstring, 5.
-        if channel not in self._subscribed_to:
-            await self._subscribes(channel)
+        # See the module docstring, 5. Whether the channel is subscribed already is asked under
+        # the lock only: an UNSUBSCRIBE of it may be queued there (its group's last socket just
+        # closed), and this SUBSCRIBE must come after it, or the group is left unsubscribed.
+        await self._subscribes(channel)
 
     async def _subscribe_many(self, channels: list) -> list[None]:
         async with self._lock:
