@@ -112,9 +112,10 @@ doing. With `BENCH_PYSPY=DIR` the worker is profiled over that window.
 
 Every handshake's lookups (session and user, socket slot, inbox state, group subscription) are read
 in one batch with those of the handshakes that arrived meanwhile (`realtime.batching`; see
-docs/architecture.md). Side by side on 2,000 sockets
-(`BENCH_IDLE_SOCKETS=2000 python -m bench idle --no-save`), one lookup per handshake cost 7.06 ms
-(daphne) and 6.63 ms (uvicorn) of worker CPU per handshake, 136 and 145 handshakes/s.
+docs/architecture.md). Before that, with one lookup of each kind per handshake
+(`BENCH_IDLE_SOCKETS=2000 python -m bench idle --no-save` on commit f21bb29), a handshake cost
+7.06 ms (daphne) and 6.63 ms (uvicorn) of worker CPU, at 136 and 145 handshakes/s; the same
+command on 3,000 sockets now gives 1.73 and 1.17 ms, 483 and 766 handshakes/s (one quiet run).
 """,
     "workers": """## 5. Across workers
 
