@@ -276,23 +276,26 @@ the storm's last client was back (the drained worker's until it exited).
 Target (service): every client back within 10 s of a Redis restart, with nothing lost or
 duplicated.
 
-What a full run showed (`python -m bench reconnect`, 2026-11-29, 820 s, while other test runs
-shared the machine: 1-minute load average 2.8 at the start; its result file was not kept):
-- **Drain, service:** all 5,000 clients of the drained worker were back on the other, welcomed and
-  resumed, 119.6 s after the SIGTERM (99 % at 118.8 s): 43.6 handshakes/s on average, at most 135
-  in one second, handshake p50 49 s and p99 112 s, the receiving worker at 80 % of a core. Nothing
-  lost or duplicated; 37,156 ids arrived late, through `resume`.
-- **Redis restart, service:** all 10,000 sockets were closed 1011 within 6.4 s, but only 615
-  clients were back at the 120 s deadline. While a worker's event loop is taken up by thousands of
-  handshakes at once, the hub's heartbeat does not come back within `HUB_HEARTBEAT_TIMEOUT_SECONDS`
-  (10 s), and the hub closes every local socket again (the worker logs show 4 and 2 such
-  "live feed lost (TimeoutError)" closings on the two workers within the 120 s): the storm feeds
-  itself. Of the clients that were back, none lost or got twice an id.
-- **Plain Channels:** a Redis restart closes none of its sockets (channels_redis renews its
-  subscriptions; what was published while Redis was down is lost to them without a sign). On a
-  drain, 5,000 clients arriving at once on the other worker stopped it from accepting any: 7 were
-  back after 120 s; the rest were cut before the upgrade response (29,759 times) or refused with
-  403 after daphne's 5 s `websocket_connect_timeout` (3,924).
+What the full run showed (`python -m bench reconnect`, 2026-11-29 13:58, quiet machine; the table
+above is that run):
+- **Nothing lost or duplicated** in either storm: 123,921 and 123,923 ids, every one received
+  once (69,260 and 18,329 of them late, through `resume`). An earlier run counted 257 ids lost: a
+  group SUBSCRIBE batched ahead of the same group's queued UNSUBSCRIBE (a user back while their
+  last socket was leaving) left the group unsubscribed; the check now happens under the layer's
+  lock (`realtime/adapter/pubsub_layer.py`, change 5).
+- **Redis restart, service:** every socket closed 1011 within 3.8 s; 9,851 of 10,000 clients were
+  back at the 120 s deadline (goal: all within 10 s; missed). Handshakes averaged 53.5 and
+  61.9/s per worker (at most 198 and 306 in one second), p50 2.9 s, p99 59.8 s; 37,731 openings
+  were refused 503 by the handshake queue and 3,393 timed out; the workers used 52 % and 57 % of
+  a core. A worker handshakes about 500 a second on its own (section 4); here the hub's heartbeat,
+  late while thousands of handshakes arrive, closes the local sockets again, and clients refused a
+  few times wait out the browser's full-jitter backoff (up to 30 s).
+- **Drain, service:** 4,789 of the drained worker's 5,000 clients were back on the other at the
+  deadline: 65.3 handshakes/s, p50 4.4 s, p99 70 s; 7,521 refused 503.
+- **Plain Channels:** a Redis restart closes none of its sockets (what was published while Redis
+  was down is lost to them without a sign). On a drain, 5,000 clients arriving at once on the
+  other worker: 177 were back after 120 s; the rest were cut before the upgrade response (28,868
+  times) or refused with 403 after daphne's 5 s `websocket_connect_timeout` (1,660).
 """,
 }
 
