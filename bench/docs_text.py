@@ -112,10 +112,10 @@ doing. With `BENCH_PYSPY=DIR` the worker is profiled over that window.
 
 Every handshake's lookups (session and user, socket slot, inbox state, group subscription) are read
 in one batch with those of the handshakes that arrived meanwhile (`realtime.batching`; see
-docs/architecture.md). Before that, with one lookup of each kind per handshake
-(`BENCH_IDLE_SOCKETS=2000 python -m bench idle --no-save` on commit f21bb29), a handshake cost
-7.06 ms (daphne) and 6.63 ms (uvicorn) of worker CPU, at 136 and 145 handshakes/s; the same
-command on 3,000 sockets now gives 1.73 and 1.17 ms, 483 and 766 handshakes/s (one quiet run).
+docs/architecture.md). Worker CPU per handshake, side by side with the same lookups made one per
+handshake (commit f21bb29), `BENCH_IDLE_SOCKETS=2000 python -m bench idle --no-save` and 3,000
+sockets on this code, one quiet run each: daphne 7.06 against 1.73 ms (136 against 483
+handshakes/s), uvicorn 6.63 against 1.17 ms (145 against 766).
 """,
     "workers": """## 5. Across workers
 
@@ -279,10 +279,10 @@ duplicated.
 What the full run showed (`python -m bench reconnect`, 2026-11-29 13:58, quiet machine; the table
 above is that run):
 - **Nothing lost or duplicated** in either storm: 123,921 and 123,923 ids, every one received
-  once (69,260 and 18,329 of them late, through `resume`). An earlier run counted 257 ids lost: a
-  group SUBSCRIBE batched ahead of the same group's queued UNSUBSCRIBE (a user back while their
-  last socket was leaving) left the group unsubscribed; the check now happens under the layer's
-  lock (`realtime/adapter/pubsub_layer.py`, change 5).
+  once (69,260 and 18,329 of them late, through `resume`). Whether a group is already subscribed
+  is asked under the layer's lock, behind any UNSUBSCRIBE of it queued there
+  (`realtime/adapter/pubsub_layer.py`, change 5): a user back while their last socket is leaving
+  stays subscribed.
 - **Redis restart, service:** every socket closed 1011 within 3.8 s; 9,851 of 10,000 clients were
   back at the 120 s deadline (goal: all within 10 s; missed). Handshakes averaged 53.5 and
   61.9/s per worker (at most 198 and 306 in one second), p50 2.9 s, p99 59.8 s; 37,731 openings

@@ -363,8 +363,7 @@ class RealtimeConsumer(EventDelivery, AsyncWebsocketConsumer):
         if group in self._hub_groups:
             return
         # Listed before the join is awaited: a socket cancelled or failing meanwhile (its client
-        # left mid-handshake) is a member already, and `disconnect()` must take it out. Listed
-        # after, thousands of abandoned handshakes stayed in the hub for the worker's life.
+        # left mid-handshake) is a member of the hub already, and `disconnect()` takes it out.
         self._hub_groups.append(group)
         await get_hub().subscribe(group, self)
 
