@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import dj_database_url
-from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
+from config.csp import content_security_policy
 from config.env import (
     env_bool,
     env_float,
@@ -108,40 +108,8 @@ TEMPLATES = [
 ]
 
 
-# --- Content-Security-Policy (django-csp; see README, "Security") --------------------
-def _socket_sources(hosts: list[str]) -> list[str]:
-    """ws:/wss: sources for the hosts this site answers to, on any port (as ALLOWED_HOSTS matches).
-
-    A page opens its sockets on its own host (static/js/realtime.js), which is
-    always an allowed host. CSP 3 lets 'self' cover that already; the explicit
-    sources are for browsers that read 'self' as http(s) only.
-    """
-    sources: list[str] = []
-    for host in hosts:
-        if host == "*":
-            return ["ws:", "wss:"]
-        if host.startswith("["):
-            continue  # CSP has no syntax for IPv6 literals; 'self' still covers them
-        names = [f"*{host}", host[1:]] if host.startswith(".") else [host]
-        sources += [f"{scheme}://{name}:*" for name in names for scheme in ("ws", "wss")]
-    return sources
-
-
-# No inline script, style or event handler anywhere (pages and admin): configuration
-# reaches scripts through data- attributes and json_script blocks, which never run.
-CONTENT_SECURITY_POLICY = {
-    "DIRECTIVES": {
-        "default-src": [SELF],
-        "script-src": [SELF],
-        "style-src": [SELF],
-        "img-src": [SELF, "data:"],  # the pages' empty favicon (href="data:,")
-        "connect-src": [SELF, *_socket_sources(ALLOWED_HOSTS)],
-        "object-src": [NONE],
-        "base-uri": [NONE],
-        "frame-ancestors": [NONE],
-        "form-action": [SELF],
-    }
-}
+# --- Content-Security-Policy (django-csp; config/csp.py) ---------------------------
+CONTENT_SECURITY_POLICY = content_security_policy(allowed_hosts=ALLOWED_HOSTS)
 
 WSGI_APPLICATION = None
 ASGI_APPLICATION = "config.asgi.application"

@@ -17,18 +17,17 @@ get now (`forbidden`, or `unknown_topic` when no declaration covers it).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable
 from typing import Any
 
 from django.conf import settings
 
-from live import limits, selectors
+from live import limits
+from live.access import Access
 from live.fanout import get_router
 from live.outbox import Outbox
-from live.selectors import Rule, Rules
+from live.selectors import Rules
 from live.services import TopicError, checked, encode_value, topic_event
-from realtime import db
 from realtime.consumers import CloseSocket, RealtimeConsumer
 from realtime.fanout import push
 from realtime.operations import observe
@@ -49,9 +48,6 @@ from realtime.protocol import (
     topic_group,
 )
 
-load_rules = db.frames(selectors.load_rules)
-user_group_ids = db.frames(selectors.user_group_ids)
-
 
 class LiveConsumer(RealtimeConsumer):
     frames = LIVE_FRAMES
@@ -63,7 +59,7 @@ class LiveConsumer(RealtimeConsumer):
         self.outbox: Outbox | None = None
         self.subscribe_bucket = limits.subscribe_bucket()
         self.publish_buckets: dict[int, limits.Bucket] = {}
-        self._groups: tuple[float, frozenset[int]] | None = None
+        self.access = Access()
 
     async def base_send(self, message: dict[str, Any]) -> None:
         # Values corked this turn (live.outbox) go first, so frames keep their order.
@@ -86,7 +82,7 @@ class LiveConsumer(RealtimeConsumer):
     async def authenticated(self) -> None:
         # An anonymous socket that sent `auth` now counts as its user's, not its address's.
         limits.release_anonymous(self.socket_id)
-        self._groups = None
+        self.access.forget()
         self.publish_buckets.clear()
         self._ready()
 
@@ -108,7 +104,7 @@ class LiveConsumer(RealtimeConsumer):
         names = self._names(frame.topics)
         router = get_router()
         revision = router.revision
-        rules = await self._rules()
+        rules = await self.access.rules()
         outbox = self.outbox
         if outbox is None:
             return  # the socket was refused (and is closing)
@@ -118,7 +114,7 @@ class LiveConsumer(RealtimeConsumer):
             rule = rules.find(name)
             if rule is None:
                 await self._refuse(ErrorCode.UNKNOWN_TOPIC, name, "no such topic", frame.ref)
-            elif not await self._may_read(rule):
+            elif not await self.access.may_read(self.user, rule):
                 await self._refuse(ErrorCode.FORBIDDEN, name, "you may not read this topic", frame.ref)
             elif name not in outbox.topics and room <= 0:
                 detail = f"at most {settings.LIVE_MAX_TOPICS} topics per socket"
@@ -145,7 +141,7 @@ class LiveConsumer(RealtimeConsumer):
         if router.revision != revision:
             # Declarations changed while these were checked, and the router's re-check may
             # have looked before this socket held them: check them against the new ones.
-            await self._recheck(accepted, await load_rules())
+            await self._recheck(accepted, await self.access.fresh_rules())
 
     async def frame_unsubscribe(self, frame: Unsubscribe) -> None:
         names = self._names(frame.topics)
@@ -163,12 +159,12 @@ class LiveConsumer(RealtimeConsumer):
             await self._refuse(exc.code, frame.topic, exc.detail, frame.ref)
 
     async def _publish(self, name: str, data: Any) -> None:
-        rule = (await self._rules()).find(name)
+        rule = (await self.access.rules()).find(name)
         if rule is None:
             raise _TopicRefused(ErrorCode.UNKNOWN_TOPIC, "no such topic")
         if self.user is None:
             raise _TopicRefused(ErrorCode.NOT_AUTHENTICATED, "log in to publish")
-        if not selectors.may_publish(rule, authenticated=True, group_ids=await self._group_ids()):
+        if not await self.access.may_publish(self.user, rule):
             raise _TopicRefused(ErrorCode.FORBIDDEN, "clients may not publish to this topic")
         bucket = self.publish_buckets.get(rule.id)
         if bucket is None:
@@ -197,7 +193,7 @@ class LiveConsumer(RealtimeConsumer):
             rule = rules.find(name)
             if rule is None:
                 code, detail = ErrorCode.UNKNOWN_TOPIC, "this topic is no longer declared"
-            elif not await self._may_read(rule):
+            elif not await self.access.may_read(self.user, rule):
                 code, detail = ErrorCode.FORBIDDEN, "you may no longer read this topic"
             else:
                 continue
@@ -219,22 +215,6 @@ class LiveConsumer(RealtimeConsumer):
     async def _refuse(self, code: ErrorCode, topic: str, detail: str, ref: str | None) -> None:
         observe.error(self, code)  # metrics and the error log line
         await self.send_frame(error_frame(code, detail, ref, topic=topic))
-
-    async def _rules(self) -> Rules:
-        return selectors.cached_rules() or await load_rules()
-
-    async def _group_ids(self) -> frozenset[int]:
-        if self.user is None:
-            return frozenset()
-        cached = self._groups
-        if cached is None or time.monotonic() - cached[0] > settings.LIVE_RULES_CACHE_SECONDS:
-            cached = self._groups = (time.monotonic(), await user_group_ids(self.user))
-        return cached[1]
-
-    async def _may_read(self, rule: Rule) -> bool:
-        authenticated = self.user is not None
-        group_ids = await self._group_ids() if authenticated and rule.group_ids else frozenset()
-        return selectors.may_read(rule, authenticated=authenticated, group_ids=group_ids)
 
 
 class _TopicRefused(Exception):

@@ -11,7 +11,7 @@ import logging
 
 import pytest
 
-from config.settings import _socket_sources
+from config.csp import socket_sources
 from realtime.operations.logs import FIELDS
 from testsupport.asgi import http, receive_type
 
@@ -46,13 +46,13 @@ async def test_every_response_carries_a_strict_content_security_policy(path):
 
 def test_socket_sources_follow_the_allowed_hosts_syntax():
     """A subdomain pattern covers the domain and its subdomains, `*` any host; IPv6 is left to 'self'."""
-    assert _socket_sources([".example.com", "[::1]"]) == [
+    assert socket_sources([".example.com", "[::1]"]) == [
         "ws://*.example.com:*",
         "wss://*.example.com:*",
         "ws://example.com:*",
         "wss://example.com:*",
     ]
-    assert _socket_sources(["localhost", "*"]) == ["ws:", "wss:"]
+    assert socket_sources(["localhost", "*"]) == ["ws:", "wss:"]
 
 
 @pytest.mark.parametrize(
