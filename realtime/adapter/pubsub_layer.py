@@ -28,12 +28,19 @@ change only what is listed here; everything else is upstream's code.
    on a builtin `TimeoutError`, which upstream re-raises (it was once the
    spelling of cancellation), ending the task that feeds every channel of
    the worker for good.
-5. Channels asked for together are subscribed with one SUBSCRIBE. Upstream
-   sends one command per channel, one at a time under the lock: in a
-   handshake storm (every socket's user group is a new channel) that was 9 %
-   of a uvicorn worker's CPU (py-spy, 2,000 sockets connecting), and each
-   handshake waited for all the SUBSCRIBEs queued before its own. Each caller
-   still returns once its channel's SUBSCRIBE is sent, as upstream's does.
+5. Channels asked for together are subscribed with one SUBSCRIBE, and
+   unsubscribed with one UNSUBSCRIBE. Upstream sends one command per
+   channel, one at a time under the lock. In a handshake storm (every
+   socket's user group is a new channel) the SUBSCRIBEs were 9 % of a uvicorn
+   worker's CPU (py-spy, 2,000 sockets connecting), and each handshake waited
+   for all the SUBSCRIBEs queued before its own. After a Redis restart the
+   UNSUBSCRIBEs of the 5,000 sockets a worker had just closed came first: the
+   returning clients' SUBSCRIBEs queued behind 5,000 round trips (`python -m
+   bench reconnect`, 10,000 clients: handshakes waited there for tens of
+   seconds while the workers' CPU was two-thirds idle). Both kinds go through
+   one queue in the order asked, so a channel unsubscribed and subscribed
+   again (its group's last socket left and a new one came) stays subscribed.
+   Each caller still returns once its command is sent, as upstream's does.
 
 If any upstream internal these rely on is gone (`realtime.adapter.internals`,
 "channels_redis"), one warning names it and the layer runs as upstream ships it.
@@ -62,7 +69,7 @@ class _Shard(RedisSingleShardConnection):
     def __init__(self, host, channel_layer) -> None:
         super().__init__(host, channel_layer)
         self._publish_lock = asyncio.Lock()
-        self._subscribes = Batched(self._subscribe_many)
+        self._changes = Batched(self._change_many)
         # Failed reads in the current outage (0 while Redis answers).
         self.receive_failures = 0
         self._failing_since = 0.0
@@ -73,42 +80,56 @@ class _Shard(RedisSingleShardConnection):
             await self._redis.publish(channel, message)
 
     async def subscribe(self, channel) -> None:
-        # See the module docstring, 5. Whether the channel is subscribed already is asked under
-        # the lock only: an UNSUBSCRIBE of it may be queued there (its group's last socket just
-        # closed), and this SUBSCRIBE must come after it, or the group is left unsubscribed.
-        await self._subscribes(channel)
-
-    async def _subscribe_many(self, channels: list) -> list[None]:
-        async with self._lock:
-            fresh = [channel for channel in dict.fromkeys(channels) if channel not in self._subscribed_to]
-            if fresh:
-                self._ensure_redis()
-                self._ensure_receiver()
-                await self._pubsub.subscribe(*fresh)
-                self._subscribed_to.update(fresh)
-        return [None] * len(channels)
+        # See the module docstring, 5.
+        await self._changes((channel, True))
 
     async def unsubscribe(self, channel) -> None:
-        # Upstream's, plus the except clause: see the module docstring, 3.
+        # See the module docstring, 3 and 5.
+        await self._changes((channel, False))
+
+    async def _change_many(self, changes: list[tuple[str, bool]]) -> list[BaseException | None]:
+        """SUBSCRIBE and UNSUBSCRIBE what the changes, taken in the order they were asked, add up to.
+
+        Whether a channel is subscribed is asked under the lock only, and one queue takes both
+        kinds in order: a subscribe asked after an unsubscribe of the same channel (its group's
+        last socket left and a new one came) must leave it subscribed.
+        """
+        wanted = dict(changes)  # the last change asked of each channel wins
         async with self._lock:
-            if channel not in self._subscribed_to:
-                return
-            self._subscribed_to.remove(channel)
-            self._ensure_redis()
-            self._ensure_receiver()
-            try:
-                await self._pubsub.unsubscribe(channel)
-            except BaseException as exc:
-                # Not confirmed, so redis-py still counts it as subscribed.
-                # Its connection is broken (the server forgot the channel with
-                # it) or this was cancelled; either way, drop it there too.
-                encoder = self._pubsub.encoder
+            leave = [channel for channel, on in wanted.items() if not on and channel in self._subscribed_to]
+            join = [channel for channel, on in wanted.items() if on and channel not in self._subscribed_to]
+            if leave:
+                self._subscribed_to.difference_update(leave)
+                await self._unsubscribe_now(leave)
+            failed: BaseException | None = None
+            if join:
+                try:
+                    self._ensure_redis()
+                    self._ensure_receiver()
+                    await self._pubsub.subscribe(*join)
+                except Exception as exc:
+                    failed = exc  # to the subscribers alone; an unsubscribe is done either way
+                else:
+                    self._subscribed_to.update(join)
+        return [failed if on else None for _, on in changes]
+
+    async def _unsubscribe_now(self, channels: list) -> None:
+        self._ensure_redis()
+        self._ensure_receiver()
+        try:
+            await self._pubsub.unsubscribe(*channels)
+        except BaseException as exc:
+            # Not confirmed, so redis-py still counts them as subscribed. Its connection is
+            # broken (the server forgot them with it) or this was cancelled; either way, drop
+            # them there too.
+            encoder = self._pubsub.encoder
+            for channel in channels:
                 name = encoder.decode(encoder.encode(channel))
                 self._pubsub.channels.pop(name, None)
                 self._pubsub.pending_unsubscribe_channels.discard(name)
-                if not isinstance(exc, (RedisError, OSError)):
-                    raise
-                logger.debug("channel layer: unsubscribed %s while Redis is unreachable", channel)
+            if not isinstance(exc, (RedisError, OSError)):
+                raise
+            logger.debug("channel layer: unsubscribed %d channels while Redis is unreachable", len(channels))
 
     async def _do_receiving(self) -> None:
         # Upstream's loop (channels_redis/pubsub.py), logging changed: see the module docstring, 4.
