@@ -34,8 +34,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import workloads as w
-from bench.client import Clients, now_ns, percentile
+from bench.client import now_ns
+from bench.client_procs import Clients
 from bench.common import Stack, bench_env, finish_django, proc_cpu_seconds, start_django
+from bench.joins_member import user_index
+from bench.stats import spread_ms
 from realtime.launcher import Worker
 
 FACTORY = "bench.joins_client:JoinsClient"
@@ -60,16 +63,6 @@ SETTLE_S = 60.0
 EMPTY_S = 90.0
 # No join begins later than this many times its scheduled storm length (plus a minute).
 STORM_SLACK = 3
-
-
-def spread_ms(blobs: list[bytes]) -> dict[str, float]:
-    """p50 / p99 / max of nanosecond durations (array('q') blobs), in milliseconds."""
-    ordered = w.sorted_ns(blobs)
-    return {
-        "p50_ms": round(percentile(ordered, 0.50) / 1e6, 2),
-        "p99_ms": round(percentile(ordered, 0.99) / 1e6, 2),
-        "max_ms": round((ordered[-1] if ordered else 0) / 1e6, 2),
-    }
 
 
 def key_env(prefix: str) -> dict[str, str]:
@@ -208,8 +201,6 @@ def check_online(members: list[dict[str, Any]], http: tuple[list[str], int] | No
     out["truth"] = n_truth
     if http is not None:
         names, count = http
-        from bench.joins_client import user_index
-
         listed = 0
         for name in names:
             i = user_index(name)

@@ -36,7 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bench import workloads as w
-from bench.client import Clients, now_ns
+from bench.client import now_ns
+from bench.client_procs import Clients
 from bench.common import Stack, bench_env, finish_django, proc_cpu_seconds, run_django, start_django
 from bench.reconnect_report import summarize
 from bench.soak import merge_check

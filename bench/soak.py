@@ -56,7 +56,7 @@ from array import array
 from pathlib import Path
 from typing import Any
 
-from bench.client import Clients
+from bench.client_procs import Clients
 from bench.common import (
     RECORDED_ENV,
     RESULTS,
@@ -72,7 +72,8 @@ from bench.common import (
     start_django,
     versions,
 )
-from bench.workloads import chunks, drop_prefix, headers_for, lat_stats
+from bench.stats import lat_stats
+from bench.workloads import chunks, drop_prefix, headers_for
 from realtime.launcher import Worker
 
 RESULT = RESULTS / "soak.json"

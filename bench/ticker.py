@@ -21,6 +21,7 @@ import urllib.request
 from typing import Any
 
 from bench.common import finish_django, proc_cpu_seconds, proc_rss_kib, start_django
+from bench.stats import lat_stats
 from bench.ticker_client import publishes_per_topic
 from bench.workloads import (
     CHANNELS_APP,
@@ -30,7 +31,6 @@ from bench.workloads import (
     chunks,
     each_target,
     headers_for,
-    lat_stats,
     one_service,
     size,
 )

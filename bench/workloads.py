@@ -12,12 +12,11 @@ import subprocess
 import sys
 import time
 import uuid
-from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.client import Clients, percentile
+from bench.client_procs import Clients
 from bench.common import (
     Stack,
     bench_env,
@@ -27,6 +26,7 @@ from bench.common import (
     redis_client,
     run_django,
 )
+from bench.stats import lat_stats
 from realtime.launcher import Worker
 
 SERVICE_APP = "config.asgi:application"
@@ -131,24 +131,6 @@ def headers_for(prep: dict, port: int, indices) -> list[list[tuple[str, str]]]:
 def chunks(indices: list[int], parts: int) -> list[list[int]]:
     step = -(-len(indices) // parts)
     return [indices[i * step : (i + 1) * step] for i in range(parts)]
-
-
-def sorted_ns(blobs: list[bytes]) -> list[int]:
-    """Nanosecond durations from the clients' array('q') blobs, in order, for percentiles."""
-    values = array("q")
-    for blob in blobs:
-        values.frombytes(blob)
-    return sorted(values)
-
-
-def lat_stats(blobs: list[bytes]) -> dict[str, float]:
-    ordered = sorted_ns(blobs)
-    ms = 1e6
-    return {
-        "latency_p50_ms": percentile(ordered, 0.50) / ms,
-        "latency_p99_ms": percentile(ordered, 0.99) / ms,
-        "latency_max_ms": (ordered[-1] / ms) if ordered else 0.0,
-    }
 
 
 def merge_collect(results: list[dict[str, Any]]) -> dict[str, Any]:
