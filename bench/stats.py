@@ -1,9 +1,10 @@
 """Percentiles and latency summaries of the nanosecond durations the load generators send
-(array('q') blobs)."""
+(array('q') blobs), and the ratios between targets' throughputs."""
 
 from __future__ import annotations
 
 from array import array
+from typing import Any
 
 
 def percentile(sorted_values, q: float) -> float:
@@ -37,4 +38,12 @@ def spread_ms(blobs: list[bytes]) -> dict[str, float]:
         "p50_ms": round(percentile(ordered, 0.50) / 1e6, 2),
         "p99_ms": round(percentile(ordered, 0.99) / 1e6, 2),
         "max_ms": round((ordered[-1] if ordered else 0) / 1e6, 2),
+    }
+
+
+def rate_ratios(targets: dict[str, Any], pairs: list[tuple[str, str, str, int]]) -> dict[str, float]:
+    """For each (key, a, b, digits): a's deliveries per second over b's, where both have a figure."""
+    rate = {k: v.get("deliveries_per_s") for k, v in targets.items()}
+    return {
+        key: round(rate[a] / rate[b], digits) for key, a, b, digits in pairs if rate.get(a) and rate.get(b)
     }
