@@ -1,7 +1,9 @@
-"""The load generator: picows sockets in a process of their own.
+"""The workloads' load generator (`Client`: picows sockets in a process of their own), and what
+every load generator (bench/*_client.py) shares: its clock, its CPU seconds, a socket opened
+with retries, and the bounded wait for deliveries.
 
-The parent drives it through a Pipe with small commands (connect, settle,
-post, collect, close); each answer is a dict. Every frame is time-stamped on
+The parent drives it through a Pipe (bench/client_procs.py) with small commands (connect,
+settle, post, collect, close); each answer is a dict. Every frame is time-stamped on
 arrival with time.monotonic_ns() (CLOCK_MONOTONIC, shared by all processes),
 and the latency of a delivery is that minus the send time embedded in it.
 
@@ -19,6 +21,7 @@ import contextlib
 import resource
 import time
 from array import array
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -148,15 +151,74 @@ class Sock(WSListener):
         rec.delivered(int(t), at)
 
 
-def percentile(sorted_values, q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
 def cpu_seconds() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
+
+
+def error_key(exc: BaseException) -> str:
+    """A failure's kind and the start of its message: what errors are counted by."""
+    return type(exc).__name__ + (f": {exc}"[:120] if str(exc) else "")
+
+
+async def open_socket(
+    make: Callable[[], Any],
+    url: str,
+    headers: list[tuple[str, str]],
+    limit: float,
+    ready: Callable[[Any], Awaitable],
+    errors: dict[str, int],
+) -> Any:
+    """A socket whose listener `make()` built and `ready(listener)` declared ready within `limit`
+    seconds, or None. A refused or broken handshake is retried twice; each failure is counted in `errors`."""
+    for attempt in range(3):
+        sock = None
+        try:
+            _transport, sock = await ws_connect(
+                make, url, extra_headers=headers, websocket_handshake_timeout=limit
+            )
+            await asyncio.wait_for(ready(sock), limit)
+        except Exception as exc:
+            key = error_key(exc)
+            errors[key] = errors.get(key, 0) + 1
+            if sock is not None and sock.transport is not None:
+                sock.transport.disconnect()
+            await asyncio.sleep(0.2 * (attempt + 1))
+            continue
+        return sock
+    return None
+
+
+async def close_all(socks: list[Any]) -> None:
+    """A close frame on every socket and its transport closed, then a moment for the frames to go out."""
+    for sock in socks:
+        with contextlib.suppress(Exception):
+            sock.transport.send_close()
+            sock.transport.disconnect()
+    await asyncio.sleep(0.2)
+
+
+async def wait_bounded(
+    done: Callable[[], bool],
+    last_ns: Callable[[], int],
+    spec: dict[str, Any],
+    pause: Callable[[], Awaitable],
+) -> tuple[bool, bool]:
+    """Wait until `done()`, bounded twice: `spec["timeout"]` seconds in all, and `spec["stall"]`
+    seconds without a delivery (`last_ns()`, the latest one's time). `pause()` waits between looks.
+
+    Returns (timed out, stalled)."""
+    start = now_ns()
+    deadline = start + int(spec.get("timeout", 120) * 1e9)
+    stall = int(spec.get("stall", 15) * 1e9)
+    while not done():
+        t = now_ns()
+        if t > deadline:
+            return True, False
+        if t - max(last_ns(), start) > stall:
+            return False, True
+        await pause()
+    return False, False
 
 
 class Client:
@@ -179,25 +241,12 @@ class Client:
 
         async def one(i: int, h: list[tuple[str, str]]) -> None:
             async with gate:
-                for attempt in range(3):  # a refused or broken handshake is retried twice
-                    sock = None
-                    try:
-                        _transport, sock = await ws_connect(
-                            lambda: Sock(rec), url, extra_headers=h, websocket_handshake_timeout=timeout
-                        )
-                        await asyncio.wait_for(sock.welcome, timeout)
-                    except Exception as exc:
-                        key = type(exc).__name__ + (f": {exc}"[:120] if str(exc) else "")
-                        errors[key] = errors.get(key, 0) + 1
-                        if sock is not None and sock.transport is not None:
-                            sock.transport.disconnect()
-                        await asyncio.sleep(0.2 * (attempt + 1))
-                        continue
+                sock = await open_socket(lambda: Sock(rec), url, h, timeout, lambda s: s.welcome, errors)
+                if sock is not None:
                     sock.index = i
                     sock.headers = h
                     self.socks.append(sock)
                     done_at.append(now_ns())
-                    return
 
         start = now_ns()
         await asyncio.gather(*(one(i, [tuple(x) for x in h]) for i, h in enumerate(headers)))
@@ -274,21 +323,13 @@ class Client:
             rec.expected = sum(s.want for s in live)
         else:
             rec.expected = spec["expected"]
-        rec.done = asyncio.get_running_loop().create_future()
-        timed_out = stalled = False
-        deadline = now_ns() + int(spec.get("timeout", 120) * 1e9)
-        stall_ns = int(spec.get("stall", 15) * 1e9)
-        start = now_ns()
-        while rec.received < rec.expected and not rec.done.done():
-            # Bounded twice: the overall timeout, and no delivery at all for `stall` seconds.
-            await asyncio.wait([rec.done], timeout=0.25)
-            t = now_ns()
-            if t > deadline:
-                timed_out = True
-                break
-            if t - max(rec.last_ns, start) > stall_ns:
-                stalled = True
-                break
+        rec.done = done = asyncio.get_running_loop().create_future()
+        timed_out, stalled = await wait_bounded(
+            lambda: rec.received >= rec.expected or done.done(),
+            lambda: rec.last_ns,
+            spec,
+            lambda: asyncio.wait([done], timeout=0.25),
+        )
         await asyncio.sleep(spec.get("linger", 0.2))  # late duplicates would show here
         cpu = cpu_seconds() - self.cpu_mark
         wall = (now_ns() - self.wall_mark) / 1e9
@@ -335,113 +376,5 @@ class Client:
     async def close(self) -> dict[str, Any]:
         if self.rec is not None:
             self.rec.closing = True
-        for sock in self.socks:
-            with contextlib.suppress(Exception):
-                sock.transport.send_close()
-                sock.transport.disconnect()
-        await asyncio.sleep(0.2)
+        await close_all(self.socks)
         self.socks.clear()
-        return {"closed": True}
-
-
-async def serve(conn, client) -> None:
-    """Answer the parent's commands until `close`; any client class with `dispatch` will do."""
-    loop = asyncio.get_running_loop()
-    while True:
-        cmd, arg = await loop.run_in_executor(None, conn.recv)
-        try:
-            out = await client.dispatch(cmd, arg)
-        except Exception as exc:
-            out = {"error": f"{type(exc).__name__}: {exc}"}
-        conn.send(out)
-        if cmd == "close":
-            return
-
-
-def worker_main(conn, factory: str) -> None:
-    import importlib
-
-    from bench.common import raise_nofile
-
-    raise_nofile()
-    module, name = factory.split(":")
-    client = getattr(importlib.import_module(module), name)()
-    try:
-        import uvloop
-
-        uvloop.run(serve(conn, client))
-    except ImportError:
-        asyncio.run(serve(conn, client))
-
-
-class ClientProcess:
-    """A load-generator process, driven from the parent with blocking calls.
-
-    `factory` ("module:Class") is the client class the process runs: this
-    module's `Client` for the workloads, `bench.soak_client:SoakClient` for the soak.
-    """
-
-    def __init__(self, factory: str = "bench.client:Client") -> None:
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=worker_main, args=(child, factory), daemon=True)
-        self.proc.start()
-        child.close()
-
-    def send(self, cmd: str, arg: Any = None) -> None:
-        self.conn.send((cmd, arg))
-
-    def recv(self, timeout: float = 600) -> dict[str, Any]:
-        if not self.conn.poll(timeout):
-            raise TimeoutError("load generator did not answer")
-        out = self.conn.recv()
-        if isinstance(out, dict) and "error" in out:
-            raise RuntimeError(f"load generator: {out['error']}")
-        return out
-
-    def call(self, cmd: str, arg: Any = None, timeout: float = 600) -> dict[str, Any]:
-        self.send(cmd, arg)
-        return self.recv(timeout)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc.is_alive():
-            with contextlib.suppress(Exception):
-                self.call("close", timeout=15)
-        self.proc.join(5)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(5)
-
-
-class Clients:
-    """Several load-generator processes used as one; stops them all on exit."""
-
-    def __init__(self, n: int, factory: str = "bench.client:Client") -> None:
-        self.procs: list[ClientProcess] = []
-        try:
-            for _ in range(n):
-                self.procs.append(ClientProcess(factory))
-        except BaseException:
-            self.stop()
-            raise
-
-    def __enter__(self) -> Clients:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def all(self, cmd: str, args: list[Any], timeout: float = 600) -> list[dict[str, Any]]:
-        for proc, arg in zip(self.procs, args, strict=True):
-            proc.send(cmd, arg)
-        return [proc.recv(timeout) for proc in self.procs]
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.stop()

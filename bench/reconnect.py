@@ -35,17 +35,19 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench import workloads as w
-from bench.client import Clients, now_ns
+from bench.client import now_ns
+from bench.client_procs import Clients
 from bench.common import Stack, bench_env, finish_django, proc_cpu_seconds, run_django, start_django
 from bench.reconnect_report import summarize
-from bench.soak import merge_check
+from bench.soak_steps import merge_check
+from bench.targets import CHANNELS_APP, SERVICE_APP, chunks, headers_for
+from bench.workloads import each_target, size
 from realtime.launcher import Worker
 
 TARGETS = {
     # name: (app, plain Channels)
-    "service-daphne": (w.SERVICE_APP, False),
-    "channels-daphne": (w.CHANNELS_APP, True),
+    "service-daphne": (SERVICE_APP, False),
+    "channels-daphne": (CHANNELS_APP, True),
 }
 PUBLISH_LEAD_S = 1.0  # the publisher runs this long before the fault too
 POLL_S = 0.1  # how often the parent asks the load generators how far they are
@@ -80,7 +82,7 @@ def plan(prep: dict, tokens: list[str], rooms: list[str], ports: list[int], base
         else:
             path = f"/ws/chat/{room}/" if chat else "/ws/notifications/"
         headers = (
-            [("Authorization", f"Bearer {token}")] if by_token else w.headers_for(prep, ports[worker], [i])[0]
+            [("Authorization", f"Bearer {token}")] if by_token else headers_for(prep, ports[worker], [i])[0]
         )
         agents.append(
             {
@@ -275,9 +277,9 @@ def target_env(redis: Worker, quick: bool) -> dict[str, str]:
     return bench_env(
         REDIS_URL=f"redis://127.0.0.1:{redis.port}/0",
         CHANNEL_LAYER_PREFIX=f"bench-{uuid.uuid4().hex[:8]}",
-        HUB_HEARTBEAT_SECONDS=str(w.size("reconnect_heartbeat_ms", quick) / 1000),
-        HUB_HEARTBEAT_TIMEOUT_SECONDS=str(w.size("reconnect_heartbeat_timeout_ms", quick) / 1000),
-        DRAIN_GRACE_SECONDS=str(w.size("reconnect_drain_grace_ms", quick) / 1000),
+        HUB_HEARTBEAT_SECONDS=str(size("reconnect_heartbeat_ms", quick) / 1000),
+        HUB_HEARTBEAT_TIMEOUT_SECONDS=str(size("reconnect_heartbeat_timeout_ms", quick) / 1000),
+        DRAIN_GRACE_SECONDS=str(size("reconnect_drain_grace_ms", quick) / 1000),
         JWT_LIFETIME_SECONDS="3600",
     )
 
@@ -295,14 +297,14 @@ def fresh_run(name: str, setup: dict[str, Any], quick: bool) -> Iterator[Run]:
         agents = plan(
             setup["prep"], setup["tokens"], setup["floor"]["rooms"], [s.port for s in workers], baseline
         )
-        n_procs = max(1, min(w.size("reconnect_clients", quick), len(agents)))
+        n_procs = max(1, min(size("reconnect_clients", quick), len(agents)))
         clients = cleanup.enter_context(Clients(n_procs, factory="bench.reconnect_client:ReconnectClient"))
         publish = {
             "run": name,
             "users": [a["scope"] for a in agents if a["kind"] == "notif"],
             "rooms": setup["floor"]["rooms"],
-            "note_rate": w.size("reconnect_note_rate", quick),
-            "chat_rate": w.size("reconnect_chat_rate", quick),
+            "note_rate": size("reconnect_note_rate", quick),
+            "chat_rate": size("reconnect_chat_rate", quick),
         }
         yield Run(
             name,
@@ -312,11 +314,11 @@ def fresh_run(name: str, setup: dict[str, Any], quick: bool) -> Iterator[Run]:
             redis,
             workers,
             clients,
-            w.chunks(agents, n_procs),
+            chunks(agents, n_procs),
             publish,
-            w.size("reconnect_deadline_s", quick),
-            w.size("reconnect_heartbeat_ms", quick) / 1000,
-            w.size("reconnect_heartbeat_timeout_ms", quick) / 1000,
+            size("reconnect_deadline_s", quick),
+            size("reconnect_heartbeat_ms", quick) / 1000,
+            size("reconnect_heartbeat_timeout_ms", quick) / 1000,
         )
 
 
@@ -336,14 +338,14 @@ def reconnect_target(name: str, setup: dict[str, Any], quick: bool) -> dict[str,
 
 
 def reconnect(prep: dict, quick: bool) -> dict[str, Any]:
-    users = w.size("reconnect_users", quick)
+    users = size("reconnect_users", quick)
     env = bench_env(JWT_LIFETIME_SECONDS="3600")
     setup = {
         "prep": prep,
         "tokens": run_django(["tokens", str(users)], env=env)["tokens"],
-        "floor": run_django(["rooms", str(w.size("reconnect_rooms", quick)), "reconnect"], env=env),
+        "floor": run_django(["rooms", str(size("reconnect_rooms", quick)), "reconnect"], env=env),
     }
-    targets = w.each_target(
+    targets = each_target(
         list(TARGETS), "BENCH_RECONNECT_TARGETS", lambda n: reconnect_target(n, setup, quick)
     )
     return {"targets": targets, "sockets": users}

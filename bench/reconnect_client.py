@@ -1,6 +1,6 @@
 """The reconnect workload's load generator: the soak's browser-like agents, timed through a storm.
 
-Runs in `bench.client` processes (`Clients(n, factory="bench.reconnect_client:ReconnectClient")`).
+Runs in `bench.client_procs` processes (`Clients(n, factory="bench.reconnect_client:ReconnectClient")`).
 Each agent is one user's socket (bench/browser_agent.py: the browser client's backoff and
 full jitter, within 1 s after 1012, `resume` after every later `welcome`, ids recorded per
 connection). What this adds:

@@ -7,8 +7,8 @@ import math
 from array import array
 from typing import Any
 
-from bench.client import percentile
 from bench.report import Row, _fmt, _verdict
+from bench.stats import percentile
 
 STORMS = (("redis", "Redis restart"), ("drain", "drain of one worker"))
 BACK_GOAL_S = 10.0  # every client back within 10 s of a Redis restart

@@ -1,6 +1,6 @@
 """The soak's load generator: long-lived clients that behave like static/js/realtime.js.
 
-Runs in `bench.client` processes (`Clients(n, factory="bench.soak_client:SoakClient")`),
+Runs in `bench.client_procs` processes (`Clients(n, factory="bench.soak_client:SoakClient")`),
 driven over the same pipe. Each *agent* (bench/browser_agent.py) is one logical client: one
 user's socket on one endpoint, across all its reconnects, resuming and backing off as the
 browser does. This module runs them: their first connections (bounded concurrency), the load

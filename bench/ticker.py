@@ -20,20 +20,11 @@ import time
 import urllib.request
 from typing import Any
 
-from bench.common import finish_django, proc_cpu_seconds, proc_rss_kib, start_django
+from bench.common import bench_env, finish_django, proc_cpu_seconds, proc_rss_kib, start_django
+from bench.stats import lat_stats, rate_ratios
+from bench.targets import CHANNELS_APP, SERVICE_APP, OneService, chunks, headers_for, one_service
 from bench.ticker_client import publishes_per_topic
-from bench.workloads import (
-    CHANNELS_APP,
-    SERVICE_APP,
-    OneService,
-    bench_env,
-    chunks,
-    each_target,
-    headers_for,
-    lat_stats,
-    one_service,
-    size,
-)
+from bench.workloads import each_target, size
 
 TARGETS = {
     # name: (server, app, subscribers' path, publisher)
@@ -210,12 +201,8 @@ def ticker(prep: dict, quick: bool) -> dict[str, Any]:
     targets = each_target(
         list(TARGETS), "BENCH_TICKER_TARGETS", lambda name: ticker_target(name, prep, quick)
     )
-    rate = {k: v.get("deliveries_per_s") for k, v in targets.items()}
-    ratios = {}
-    if rate.get("service-daphne") and rate.get("channels-daphne"):
-        ratios["service_daphne_vs_channels_daphne"] = round(
-            rate["service-daphne"] / rate["channels-daphne"], 3
-        )
-    if rate.get("service-daphne") and rate.get("websockets"):
-        ratios["service_daphne_vs_websockets"] = round(rate["service-daphne"] / rate["websockets"], 3)
-    return {"targets": targets, "ratios": ratios}
+    pairs = [
+        ("service_daphne_vs_channels_daphne", "service-daphne", "channels-daphne", 3),
+        ("service_daphne_vs_websockets", "service-daphne", "websockets", 3),
+    ]
+    return {"targets": targets, "ratios": rate_ratios(targets, pairs)}

@@ -1,6 +1,6 @@
 """The load generator of the `ticker` workload: subscribers of live topics.
 
-Runs in `bench.client` processes (`Clients(n, factory="bench.ticker_client:TickerClient")`).
+Runs in `bench.client_procs` processes (`Clients(n, factory="bench.ticker_client:TickerClient")`).
 Each subscriber opens one socket (the service's `/ws/live/`, or a baseline that
 speaks the same frames), subscribes to its topics in one frame and waits for a
 `subscribed` frame per topic. Values carry `{"t": T_NS}`, the publisher's
@@ -19,15 +19,14 @@ Commands: connect, mark, pause, resume, collect, close.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from array import array
 from typing import Any
 
 import orjson
-from picows import WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSListener, WSMsgType, WSTransport
 
-from bench.client import cpu_seconds, now_ns
+from bench.client import close_all, cpu_seconds, now_ns, open_socket
 
 TOPIC_PREFIX = "ticker."
 FRESH_MS = 100  # a value younger than this counts as caught up after a pause
@@ -152,25 +151,16 @@ class TickerClient:
         async def one(index: int, headers: list) -> None:
             topics = topics_of(index, spec["topics"], spec["follow"])
             async with gate:
-                for attempt in range(3):  # a refused or broken handshake is retried twice
-                    sub = None
-                    try:
-                        _t, sub = await ws_connect(
-                            lambda: Subscriber(self, index, topics),
-                            spec["url"],
-                            extra_headers=[tuple(h) for h in headers],
-                            websocket_handshake_timeout=timeout,
-                        )
-                        await asyncio.wait_for(sub.ready, timeout)
-                    except Exception as exc:
-                        key = type(exc).__name__ + (f": {exc}"[:120] if str(exc) else "")
-                        errors[key] = errors.get(key, 0) + 1
-                        if sub is not None and sub.transport is not None:
-                            sub.transport.disconnect()
-                        await asyncio.sleep(0.2 * (attempt + 1))
-                        continue
+                sub = await open_socket(
+                    lambda: Subscriber(self, index, topics),
+                    spec["url"],
+                    [tuple(h) for h in headers],
+                    timeout,
+                    lambda s: s.ready,
+                    errors,
+                )
+                if sub is not None:
                     self.subs.append(sub)
-                    return
 
         start = now_ns()
         await asyncio.gather(*(one(i, h) for i, h in zip(spec["indices"], spec["headers"], strict=True)))
@@ -255,10 +245,6 @@ class TickerClient:
 
     async def close(self) -> dict[str, Any]:
         self.closing = True
-        for sub in self.subs:
-            with contextlib.suppress(Exception):
-                sub.transport.send_close()
-                sub.transport.disconnect()
-        await asyncio.sleep(0.2)
+        await close_all(self.subs)
         self.subs.clear()
         return {"closed": True}

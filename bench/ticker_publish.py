@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from bench.client import percentile
+from bench.stats import percentile
 from bench.ticker_client import TOPIC_PREFIX, ticker_group, topic_name
 
 IN_FLIGHT = 16  # publishes under way at once: a slow call must not hold the schedule
