@@ -5,9 +5,10 @@
 - `asgi`: requests and sockets through the real ASGI application, in process;
 - `processes`: other processes on this test's database and Redis names (`manage.py`,
   workers through `realtime.launcher`);
-- `servers`: clients of a server running in a subprocess (sockets, raw handshakes, /metrics);
+- `servers`: clients of a server running in a subprocess (sockets, raw handshakes, JSON POSTs, /metrics);
 - `browser`: Chromium through Playwright, and what it reports (page errors, CSP violations);
-- `faults`: private Redis and PostgreSQL servers to break, and clients that record what they got;
+- `faults`: private Redis and PostgreSQL servers to break, and workers that die as in a crash;
+- `recording`: clients that record what they got through a fault, and the check that nothing was lost;
 - `handshakes`: handshakes held in progress (credential tables locked), a worker's handshake queue;
 - `deployments`: whole deployments (scratch databases, Sentinel) as an operator runs them.
 
