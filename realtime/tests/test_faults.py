@@ -15,6 +15,7 @@ ids are compared with the database: no gap, no duplicate within a connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
@@ -41,40 +42,49 @@ def world(db, alice, bob, carol):
     return apikeys.create_api_key(name="faults")[1]
 
 
-@pytest.mark.parametrize("server", LAUNCHERS)
-async def test_redis_restart_while_posting_loses_nothing(server, world, alice, tmp_path):
-    """Redis stopped and started while posting: every post stored, sockets closed 1011, clients converge."""
+@contextlib.asynccontextmanager
+async def followed_worker(server: str, world: str, alice, tmp_path):
+    """A worker under `server` on a private Redis, started; alice's followers on it, a poster to it.
+
+    Yields (redis, worker, followers, poster); stops the followers, then the worker and Redis.
+    """
     redis = PrivateRedis()
     await redis.start()
     worker = fault_worker(worker_env(redis), tmp_path / "worker.log", server)
     async with running(worker, redis):
         await worker.astart()
         followers, tasks = await follow([worker.ws], alice)
-        poster = Poster([worker.url], world)
         try:
-            for n in range(5):
-                await poster.post(n)
-            await redis.stop()  # Redis' memory (subscriptions, presence) is gone
-            for n in range(5, 10):
-                await poster.post(n)  # posting keeps working while Redis is down
-
-            async def noticed():
-                return all(1011 in follower.closes for follower in followers)
-
-            # The sockets notice within a few seconds (the hub's heartbeat), not silence.
-            await poll(noticed, seconds=10, what="sockets closed 1011 while Redis is down")
-            await redis.start()
-            for n in range(10, 15):
-                await poster.post(n)
-            await ready_again(worker, what="worker ready again")
-            await settle(followers, poster, 15)
+            yield redis, worker, followers, Poster([worker.url], world)
         finally:
             await stop_following(followers, tasks)
-        # The sockets noticed (closed 1011 unavailable), not silence.
-        for follower in followers:
-            assert 1011 in follower.closes, follower.closes
-        check_answers(poster)
-        assert sum(1 for k, s, _ in poster.answers if s in (201, 202)) == 32  # every post stored
+
+
+@pytest.mark.parametrize("server", LAUNCHERS)
+async def test_redis_restart_while_posting_loses_nothing(server, world, alice, tmp_path):
+    """Redis stopped and started while posting: every post stored, sockets closed 1011, clients converge."""
+    async with followed_worker(server, world, alice, tmp_path) as (redis, worker, followers, poster):
+        for n in range(5):
+            await poster.post(n)
+        await redis.stop()  # Redis' memory (subscriptions, presence) is gone
+        for n in range(5, 10):
+            await poster.post(n)  # posting keeps working while Redis is down
+
+        async def noticed():
+            return all(1011 in follower.closes for follower in followers)
+
+        # The sockets notice within a few seconds (the hub's heartbeat), not silence.
+        await poll(noticed, seconds=10, what="sockets closed 1011 while Redis is down")
+        await redis.start()
+        for n in range(10, 15):
+            await poster.post(n)
+        await ready_again(worker, what="worker ready again")
+        await settle(followers, poster, 15)
+    # The sockets noticed (closed 1011 unavailable), not silence.
+    for follower in followers:
+        assert 1011 in follower.closes, follower.closes
+    check_answers(poster)
+    assert sum(1 for k, s, _ in poster.answers if s in (201, 202)) == 32  # every post stored
 
 
 @pytest.mark.parametrize("server", LAUNCHERS)
@@ -87,35 +97,26 @@ async def test_redis_frozen_for_10s_no_hang_and_same_end_state(server, world, al
     after 5 s; the test's client then died on the dropped handshake, which
     looked like a socket that never got `welcome`. See realtime/fanout/layer.py.
     """
-    redis = PrivateRedis()
-    await redis.start()
-    worker = fault_worker(worker_env(redis), tmp_path / "worker.log", server)
-    async with running(worker, redis):
-        await worker.astart()
-        followers, tasks = await follow([worker.ws], alice)
-        poster = Poster([worker.url], world)
-        try:
-            await poster.post(0)
-            redis.signal(signal.SIGSTOP)
-            frozen_at = time.monotonic()
-            # /readyz answers 503 quickly even though Redis is frozen (bounded checks).
-            started = time.monotonic()
-            status, _ = await asyncio.to_thread(http_get, f"{worker.url}/readyz", 20)
-            assert status == 503
-            assert time.monotonic() - started < 10
-            assert (await asyncio.to_thread(http_get, f"{worker.url}/healthz", 5))[0] == 200
-            await poster.post(1)  # stored; the push times out and is dropped
-            await asyncio.sleep(max(0.0, 10 - (time.monotonic() - frozen_at)))  # the fault's duration
-            redis.signal(signal.SIGCONT)
-            await ready_again(worker, what="worker ready after SIGCONT")
-            await settle(followers, poster, 2)
-        finally:
-            await stop_following(followers, tasks)
-        for follower in followers:
-            assert 1011 in follower.closes, follower.closes
-            # Every reconnect during and after the freeze was let in (then closed 1011 or welcomed).
-            assert follower.refused == [], follower.refused
-        check_answers(poster)
+    async with followed_worker(server, world, alice, tmp_path) as (redis, worker, followers, poster):
+        await poster.post(0)
+        redis.signal(signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        # /readyz answers 503 quickly even though Redis is frozen (bounded checks).
+        started = time.monotonic()
+        status, _ = await asyncio.to_thread(http_get, f"{worker.url}/readyz", 20)
+        assert status == 503
+        assert time.monotonic() - started < 10
+        assert (await asyncio.to_thread(http_get, f"{worker.url}/healthz", 5))[0] == 200
+        await poster.post(1)  # stored; the push times out and is dropped
+        await asyncio.sleep(max(0.0, 10 - (time.monotonic() - frozen_at)))  # the fault's duration
+        redis.signal(signal.SIGCONT)
+        await ready_again(worker, what="worker ready after SIGCONT")
+        await settle(followers, poster, 2)
+    for follower in followers:
+        assert 1011 in follower.closes, follower.closes
+        # Every reconnect during and after the freeze was let in (then closed 1011 or welcomed).
+        assert follower.refused == [], follower.refused
+    check_answers(poster)
 
 
 @pytest.mark.parametrize("server", LAUNCHERS)
