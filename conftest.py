@@ -1,8 +1,9 @@
 """pytest hooks and fixtures of Relay's own tests; what they do is in `testsupport/` (its docstring).
 
 Tests import helpers from `testsupport`, never from this file. Fixtures here:
-personas (`make_user`, `alice`, `bob`, `carol`), logged-in sockets through the
-real ASGI app (`socket_for`), a worker in a subprocess (`live_server_asgi`) and
+personas (`make_user`, `alice`, `bob`, `carol`), the `lobby` room, Redis keys
+of a test's own (`own_redis_keys`), logged-in sockets through the real ASGI
+app (`socket_for`), a worker in a subprocess (`live_server_asgi`) and
 Chromium driving it (`browser`, `browser_as`).
 """
 
@@ -65,6 +66,21 @@ def bob(make_user):
 @pytest.fixture
 def carol(make_user):
     return make_user("carol")
+
+
+@pytest.fixture
+def lobby(db):
+    """The public chat room most socket tests meet in."""
+    from chat import services
+
+    return services.create_room(slug="lobby", title="Lobby")
+
+
+@pytest.fixture
+async def own_redis_keys(settings):
+    """Presence and rate-limit keys of this test's own, and a fresh channel layer (`run.keys_of_its_own`)."""
+    async with run.keys_of_its_own(settings):
+        yield
 
 
 @pytest.fixture

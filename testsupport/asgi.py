@@ -63,6 +63,18 @@ async def receive_type(communicator: WebsocketCommunicator, kind: str, wait: flo
             return frame
 
 
+async def enter_room(socket_for, user, slug: str = "lobby") -> tuple[WebsocketCommunicator, dict]:
+    """Open a socket in chat room `slug` (`socket_for`: the fixture); it and its welcome frame."""
+    socket = await socket_for(f"/ws/chat/{slug}/", user)
+    return socket, await receive_type(socket, "welcome")
+
+
+async def assert_quiet(communicator: WebsocketCommunicator) -> None:
+    """The socket's next frame, presence aside, answers a ping: nothing else was waiting before it."""
+    await communicator.send_json_to({"type": "ping"})
+    assert await receive_type(communicator, "pong") == {"type": "pong"}
+
+
 async def closed_with(communicator: WebsocketCommunicator, wait: float = 10) -> tuple[int, str | None]:
     """Skip any frames until the server closes the socket; its (code, reason)."""
     while True:

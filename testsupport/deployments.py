@@ -27,8 +27,9 @@ from django.conf import settings
 
 from notifications.management.commands.seed_demo import DEMO_PASSWORD
 from realtime.launcher import Worker, free_port
-from testsupport.faults import PrivateRedis, poll, post_json
+from testsupport.faults import PrivateRedis, poll
 from testsupport.processes import run_manage, subprocess_env
+from testsupport.servers import post_json
 
 # What the test run sets so that its own processes share names in Redis; a
 # deployment of its own uses the defaults instead.

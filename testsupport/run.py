@@ -8,8 +8,10 @@ points them at PostgreSQL and Redis; there, a test marked `redis` or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from django.conf import settings
@@ -42,6 +44,29 @@ def configure() -> None:
     settings.WS_SOCKETS_KEY_PREFIX = f"{run}-sockets"
     settings.LOGIN_THROTTLE_KEY_PREFIX = f"{run}-login"
     settings.LIVE_KEY_PREFIX = f"{run}-live"
+
+
+@contextlib.asynccontextmanager
+async def keys_of_its_own(settings) -> AsyncIterator[None]:
+    """Presence and rate-limit keys under a prefix of this test's own, and a fresh channel layer.
+
+    `settings` is pytest-django's fixture (restored after the test).
+    channels_redis keeps receive state (a lock bound to one event loop) on the
+    layer object; a socket torn down by a timeout in one test's loop must not
+    poison the next test, which runs on a new loop.
+    """
+    from channels.layers import channel_layers
+
+    from chat.presence import get_store
+
+    channel_layers.backends.clear()
+    tag = uuid.uuid4().hex[:10]
+    settings.PRESENCE_KEY_PREFIX = f"test-presence-{tag}"
+    settings.CHAT_RATE_KEY_PREFIX = f"test-rate-{tag}"
+    yield
+    presence = get_store()
+    if hasattr(presence, "aclose"):
+        await presence.aclose()
 
 
 def skip_unavailable(items: list[pytest.Item]) -> None:

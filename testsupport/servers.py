@@ -1,8 +1,9 @@
 """Clients of servers running in subprocesses on loopback ports (started with `realtime.launcher`).
 
 Sockets logged in like a browser or a script, a raw WebSocket handshake, a
-session GET, a worker's open sockets from /metrics, and `every_server`: one
-worker under each launcher of SERVERS for a module's tests to share.
+session GET, JSON POSTs (the publish API), a worker's open sockets from
+/metrics, and `every_server`: one worker under each launcher of SERVERS for a
+module's tests to share.
 """
 
 from __future__ import annotations
@@ -37,6 +38,28 @@ def get_json_as(base: str, path: str, user) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def publish(base: str, key: str, path: str, body: dict) -> tuple[int, dict]:
+    """POST `body` to a publish API `path` with API key `key`: (status, JSON body)."""
+    return post_json(f"{base}{path}", body, authorization=f"Api-Key {key}")
+
+
+def post_json(url: str, body: dict, *, authorization: str | None = None) -> tuple[int, dict]:
+    """(status, JSON body) of a POST; status 0 when the connection itself failed."""
+    headers = {"Content-Type": "application/json"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        url, data=json.dumps(body).encode(), method="POST", headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+    except (OSError, TimeoutError) as exc:
+        return 0, {"error": type(exc).__name__}
 
 
 async def browser_socket(url: str, user):

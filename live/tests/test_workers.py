@@ -19,10 +19,10 @@ from websockets.asyncio.client import connect
 from realtime.authentication.apikeys import create_api_key
 from realtime.authentication.tokens import issue_token
 from realtime.launcher import Worker, http_get
-from testsupport.faults import fault_worker, publish, start_workers
+from testsupport.faults import fault_worker, start_workers
 from testsupport.handshakes import credentials_locked, until_in_progress, until_refused
 from testsupport.processes import ARTIFACTS, run_manage, server_env
-from testsupport.servers import browser_opening, receive_json, token_socket
+from testsupport.servers import browser_opening, publish, receive_json, token_socket
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

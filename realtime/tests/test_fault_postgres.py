@@ -31,19 +31,9 @@ from websockets.exceptions import ConnectionClosed
 from realtime.launcher import Worker, http_get
 from testsupport.asgi import ORIGIN
 from testsupport.deployments import login
-from testsupport.faults import (
-    Poster,
-    PrivatePostgres,
-    PrivateRedis,
-    fault_worker,
-    follow,
-    poll,
-    running,
-    settle,
-    stop_following,
-    worker_env,
-)
+from testsupport.faults import PrivatePostgres, PrivateRedis, fault_worker, poll, running, worker_env
 from testsupport.processes import run_manage
+from testsupport.recording import Poster, follow, settle, stop_following
 from testsupport.servers import next_frame, post_on_socket, token_socket
 
 pytestmark = [pytest.mark.faults, pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(120)]

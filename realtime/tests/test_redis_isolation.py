@@ -26,8 +26,8 @@ from websockets.exceptions import ConnectionClosed
 
 from realtime.launcher import Worker
 from testsupport.deployments import demo_databases, deployment_env, login, manage, query, serving
-from testsupport.faults import PrivateRedis, publish, running
-from testsupport.servers import token_socket
+from testsupport.faults import PrivateRedis, running
+from testsupport.servers import publish, token_socket
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(180)]
 

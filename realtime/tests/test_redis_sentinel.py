@@ -1,9 +1,9 @@
 """Redis with Sentinel: the layer, presence and the rate limit all follow the master (issue 13, item 8).
 
-A master, a replica and a sentinel on private ports (realtime/tests/deployments.py,
+A master, a replica and a sentinel on private ports (testsupport/deployments.py,
 `PrivateSentinel`), two workers given only `REDIS_SENTINELS` (no `REDIS_URL`), one
 under `python -m realtime.serve` and one under uvicorn, with the fault tests'
-settings (realtime/tests/faults.py) and a small chat burst. Presence and the rate
+settings (testsupport/faults.py) and a small chat burst. Presence and the rate
 limit used to read `REDIS_URL` only, so with Sentinel each worker silently kept its
 own. Here they are shared between the workers before and after the master is
 killed, and pushes go on after the failover: the recording clients end with every
@@ -23,25 +23,11 @@ from realtime.authentication import apikeys
 from realtime.launcher import Worker, http_get
 from testsupport.auth import DEMO_PASSWORD
 from testsupport.deployments import PrivateSentinel, get_json, serving
-from testsupport.faults import (
-    Poster,
-    check_answers,
-    follow,
-    poll,
-    post_json,
-    settle,
-    stop_following,
-    worker_env,
-)
-from testsupport.servers import browser_socket, next_frame, post_on_socket
+from testsupport.faults import FAULT_MARKS, poll, worker_env
+from testsupport.recording import Poster, check_answers, follow, settle, stop_following
+from testsupport.servers import browser_socket, next_frame, post_json, post_on_socket
 
-pytestmark = [
-    pytest.mark.faults,
-    pytest.mark.redis,
-    pytest.mark.postgres,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.timeout(180),
-]
+pytestmark = [*FAULT_MARKS, pytest.mark.timeout(180)]
 
 BURST = 3  # chat messages a user may post at once per room; they refill after 1000 s
 SPARES = [f"user{n}" for n in range(8)]
