@@ -59,7 +59,8 @@ joinable_room = db.batched(selectors.joinable_rooms)
 room_state = db.batched(selectors.room_states)
 access_at_join = db.handshake(selectors.room_access)
 room_access = db.frames(selectors.room_access)
-readable_messages_after = db.frames(selectors.readable_messages_after)
+# Sockets resuming together (a reconnect storm) are read together too, in the frames lane.
+readable_messages = db.batched(selectors.readable_messages_many, lane="frames")
 post_message = db.frames(services.post_message)
 
 
@@ -82,7 +83,7 @@ class ChatConsumer(OrderedStreamConsumer):
     frames = CHAT_FRAMES
     endpoint = "chat"
     replay_limit_setting = "CHAT_REPLAY_LIMIT"
-    resume_always_reads = True  # every read checks membership (readable_messages_after)
+    resume_always_reads = True  # every read checks membership (readable_messages_many)
 
     room = None
     present = False
@@ -171,7 +172,7 @@ class ChatConsumer(OrderedStreamConsumer):
 
     async def read_items(self, **query: Any):
         # Checks membership on every read: None once this user may not read the room.
-        return await readable_messages_after(room=self.room, user=self.user, **query)
+        return await readable_messages((self.room, self.user, query))
 
     def require_stream(self) -> None:
         self._require_room()

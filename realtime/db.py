@@ -60,10 +60,12 @@ def frames(func: Callable[..., Any]) -> Callable[..., Any]:
     return DatabaseSyncToAsync(func, thread_sensitive=False, executor=_pool("frames"))
 
 
-def batched(many: Callable[[list[K]], Sequence[V | BaseException]]) -> Callable[[K], Awaitable[V]]:
-    """`many(keys)` as a coroutine function of one key, run in the handshake lane for all the
-    callers waiting together (realtime.batching)."""
-    return Batched(handshake(many))
+def batched(
+    many: Callable[[list[K]], Sequence[V | BaseException]], *, lane: str = "handshake"
+) -> Callable[[K], Awaitable[V]]:
+    """`many(keys)` as a coroutine function of one key, run in `lane` ("handshake" or "frames")
+    for all the callers waiting together (realtime.batching)."""
+    return Batched((frames if lane == "frames" else handshake)(many))
 
 
 def close_connections(timeout: float = 10.0) -> None:

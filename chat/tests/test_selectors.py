@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chat import selectors, services
+from chat.models import Message
 from chat.serializers import message_dict
 
 pytestmark = pytest.mark.django_db
@@ -72,3 +73,26 @@ def test_room_states_read_once_per_room_answer_as_each_alone(lobby, other_room, 
     wanted = [(lobby, 50), (other_room, 50), (lobby, 50), (lobby, 1)]
     together = selectors.room_states(wanted)
     assert together == [selectors.room_state(room=room, history=history) for room, history in wanted]
+
+
+def test_readable_messages_read_together_answer_as_each_alone(lobby, secret_room, alice, carol):
+    """Windows shared and not, skip and up_to, a private room (member and not), an inactive user."""
+    ids = [services.post_message(room=lobby, author=alice, body=f"m{n}")[0].id for n in range(6)]
+    services.post_message(room=secret_room, author=alice, body="secret")
+    services.delete_message(message=Message.objects.get(pk=ids[2]))
+    windows = [
+        {"after": ids[0], "limit": 3},
+        {"after": 0, "limit": 10, "skip": (ids[1], ids[3])},
+        {"after": ids[0], "limit": 10, "up_to": ids[4]},
+    ]
+    wanted = [(lobby, carol, w) for w in windows] + [
+        (lobby, alice, windows[0]),
+        (secret_room, alice, {"after": 0, "limit": 10}),
+        (secret_room, carol, {"after": 0, "limit": 10}),
+    ]
+    together = selectors.readable_messages_many(wanted)
+    alone = [selectors.readable_messages_after(room=room, user=user, **w) for room, user, w in wanted]
+    assert together == alone
+    assert together[5] is None and all(rows for rows in together[:5])
+    carol.is_active = False
+    assert selectors.readable_messages_many([(lobby, carol, windows[0])]) == [None]

@@ -126,17 +126,17 @@ async def test_replay_racing_concurrent_posts_delivers_each_id_once(socket_for, 
     older = [(await post(room=lobby, author=alice, body=f"old{i}"))[0].id for i in range(3)]
     raced: list[int] = []
 
-    def replay_with_writers_around_it(**kwargs):
+    def replay_with_writers_around_it(wanted):
         # One writer commits before the replay's query (the replay includes it,
         # so its live push must be dropped), another right after (only its live
         # push can deliver it).
         raced.append(services.post_message(room=lobby, author=alice, body="before query")[0].id)
-        rows = selectors.readable_messages_after(**kwargs)
+        [rows] = selectors.readable_messages_many([wanted])
         raced.append(services.post_message(room=lobby, author=alice, body="after query")[0].id)
         return rows
 
     socket, _ = await enter_room(socket_for, alice)
-    monkeypatch.setattr(consumers, "readable_messages_after", sync_to_async(replay_with_writers_around_it))
+    monkeypatch.setattr(consumers, "readable_messages", sync_to_async(replay_with_writers_around_it))
     await socket.send_json_to({"type": "resume", "after": 0})
     ids: list[int] = []
     while (frame := await socket.receive_json_from())["type"] == "message":
