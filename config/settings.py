@@ -288,6 +288,12 @@ WS_HANDSHAKE_QUEUE_LIMIT = env_int("WS_HANDSHAKE_QUEUE_LIMIT", 200, minimum=0)
 # The refusal's Retry-After (whole seconds, as HTTP has it); clients add their jittered backoff.
 WS_HANDSHAKE_RETRY_AFTER_SECONDS = env_int("WS_HANDSHAKE_RETRY_AFTER_SECONDS", 1, minimum=0)
 
+# The listen queue of daphne's sockets (daphne, realtime.serve, runserver; realtime.adapter):
+# Twisted's default of 50 drops connections when thousands of clients reconnect at once,
+# and their TCP stacks wait 1 to 31 s to try again. The kernel caps it at net.core.somaxconn.
+# uvicorn has its own, `--backlog` (2048 by default).
+LISTEN_BACKLOG = env_int("LISTEN_BACKLOG", 4096, minimum=1)
+
 # --- Login throttle (contract v2; realtime/authentication/login_throttle.py) ----------------------
 # This many failed logins within the window, for one username or from one client
 # address, refuse further attempts with 429 until the oldest of them leaves the window.

@@ -42,6 +42,7 @@ INTERNALS: dict[str, list[tuple[str, Callable[[], Any] | None]]] = {
         ("daphne.ws_protocol:WebSocketProtocol.sendData", None),
         ("daphne.ws_protocol:WebSocketProtocol.dropConnection", None),
         ("daphne.server:Server.create_application", None),
+        ("daphne.server:serverFromString", None),
         ("daphne.ws_protocol:WebSocketProtocol.STATE_OPEN", None),
         ("daphne.ws_protocol:WebSocketProtocol.STATE_CLOSING", None),
         ("daphne.ws_protocol:WebSocketProtocol.STATE_CLOSED", None),
@@ -94,7 +95,8 @@ INTERNALS: dict[str, list[tuple[str, Callable[[], Any] | None]]] = {
 
 WITHOUT = {
     "daphne": "close codes 1009/1011/1012/1013 may not reach clients, SIGTERM does not drain, no slow-client "
-    "limit, no request-header deadline and no 503 refusals; events go out through plain ASGI sends",
+    "limit, no request-header deadline, no 503 refusals and Twisted's listen queue of 50; events go out "
+    "through plain ASGI sends",
     "uvicorn": "no request-header deadline; events go out through plain ASGI sends",
     "channels_redis": "the pub/sub layer runs as upstream ships it (no publish lock of its own, "
     "no forgetting of failed subscriptions, a traceback per failed read)",

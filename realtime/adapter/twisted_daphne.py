@@ -20,6 +20,7 @@ import signal
 
 from autobahn.util import encode_truncate
 from autobahn.websocket import protocol as autobahn_protocol
+from daphne import server as daphne_server
 from daphne.http_protocol import HTTPFactory
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
@@ -225,6 +226,33 @@ def install_protocols() -> None:
     WebSocketFactory.protocol = RelayWebSocketProtocol
     HTTPFactory.protocol = header_deadline_channel
     advertise_denial_response()
+    listen_backlog(settings.LISTEN_BACKLOG)
+
+
+def listen_backlog(backlog: int) -> None:
+    """Give daphne's TCP and UNIX endpoints a listen queue of `backlog` connections.
+
+    daphne hands its endpoint strings to Twisted, whose default queue is 50
+    connections. When thousands of clients reconnect at once (a Redis restart,
+    a drain), the kernel drops every connection past it and the client's TCP
+    stack retries 1, 3, 7, 15 and 31 s later: handshakes took tens of seconds
+    while the worker's CPU was two-thirds idle (`python -m bench reconnect`;
+    the kernel's ListenOverflows counter). An endpoint that names its own
+    backlog (`-e tcp:8000:backlog=N`) keeps it.
+    """
+    from_string = daphne_server.serverFromString
+    if getattr(from_string, "backlog", None) is not None:
+        from_string = from_string.wrapped
+
+    def server_from_string(reactor, description):
+        text = str(description)
+        if text.split(":", 1)[0] in ("tcp", "tcp6", "unix") and "backlog=" not in text:
+            text = f"{text}:backlog={backlog}"
+        return from_string(reactor, text)
+
+    server_from_string.backlog = backlog
+    server_from_string.wrapped = from_string
+    daphne_server.serverFromString = server_from_string
 
 
 def advertise_denial_response() -> None:
