@@ -283,8 +283,10 @@ WS_SOCKETS_KEY_PREFIX = env_str("WS_SOCKETS_KEY_PREFIX", "sockets")
 # --- Load shedding (realtime/handshake_queue.py) ------------------------------------------
 # While this many socket handshakes are in progress on a worker, it refuses a new
 # one at once, before any credential lookup: HTTP 503 with Retry-After (close 1013
-# where the server cannot answer a handshake with a status). 0: never refuse.
-WS_HANDSHAKE_QUEUE_LIMIT = env_int("WS_HANDSHAKE_QUEUE_LIMIT", 200, minimum=0)
+# where the server cannot answer a handshake with a status). 0: never refuse. Each refusal
+# still costs the worker an HTTP parse and the client a backoff: 1,000 is two to four
+# seconds of handshakes (docs/protocol.md, "Load shedding").
+WS_HANDSHAKE_QUEUE_LIMIT = env_int("WS_HANDSHAKE_QUEUE_LIMIT", 1000, minimum=0)
 # The refusal's Retry-After (whole seconds, as HTTP has it); clients add their jittered backoff.
 WS_HANDSHAKE_RETRY_AFTER_SECONDS = env_int("WS_HANDSHAKE_RETRY_AFTER_SECONDS", 1, minimum=0)
 
