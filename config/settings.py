@@ -243,6 +243,9 @@ WS_AUTH_TIMEOUT_SECONDS = env_float("WS_AUTH_TIMEOUT_SECONDS", 5.0, minimum=0.01
 # byte at a time, or saying nothing, is closed (realtime.adapter, under daphne
 # and uvicorn alike; the servers' own idle timeouts restart on every byte).
 HTTP_HEADER_TIMEOUT_SECONDS = env_float("HTTP_HEADER_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+# The listen queue of the port under daphne, realtime.serve and runserver (realtime.adapter;
+# Twisted's own is 50); uvicorn's is its --backlog. The kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG = env_int("LISTEN_BACKLOG", 4096, minimum=1)
 WS_MAX_IDS_PER_FRAME = env_int("WS_MAX_IDS_PER_FRAME", 1000, minimum=1)
 # A socket's error frames are logged one line per interval plus a count (realtime.operations.observe.error),
 # so a client sending bad frames cannot flood the log; 0 logs every one.
@@ -283,18 +286,10 @@ WS_SOCKETS_KEY_PREFIX = env_str("WS_SOCKETS_KEY_PREFIX", "sockets")
 # --- Load shedding (realtime/handshake_queue.py) ------------------------------------------
 # While this many socket handshakes are in progress on a worker, it refuses a new
 # one at once, before any credential lookup: HTTP 503 with Retry-After (close 1013
-# where the server cannot answer a handshake with a status). 0: never refuse. Each refusal
-# still costs the worker an HTTP parse and the client a backoff: 1,000 is two to four
-# seconds of handshakes (docs/protocol.md, "Load shedding").
+# where the server cannot answer a handshake with a status). 0: never refuse.
 WS_HANDSHAKE_QUEUE_LIMIT = env_int("WS_HANDSHAKE_QUEUE_LIMIT", 1000, minimum=0)
 # The refusal's Retry-After (whole seconds, as HTTP has it); clients add their jittered backoff.
 WS_HANDSHAKE_RETRY_AFTER_SECONDS = env_int("WS_HANDSHAKE_RETRY_AFTER_SECONDS", 1, minimum=0)
-
-# The listen queue of daphne's sockets (daphne, realtime.serve, runserver; realtime.adapter):
-# Twisted's default of 50 drops connections when thousands of clients reconnect at once,
-# and their TCP stacks wait 1 to 31 s to try again. The kernel caps it at net.core.somaxconn.
-# uvicorn has its own, `--backlog` (2048 by default).
-LISTEN_BACKLOG = env_int("LISTEN_BACKLOG", 4096, minimum=1)
 
 # --- Login throttle (contract v2; realtime/authentication/login_throttle.py) ----------------------
 # This many failed logins within the window, for one username or from one client
