@@ -276,26 +276,34 @@ the storm's last client was back (the drained worker's until it exited).
 Target (service): every client back within 10 s of a Redis restart, with nothing lost or
 duplicated.
 
-What the full run showed (`python -m bench reconnect`, 2026-11-29 13:58, quiet machine; the table
+What the full run showed (`python -m bench reconnect`, 2026-11-29 16:31, quiet machine; the table
 above is that run):
-- **Nothing lost or duplicated** in either storm: 123,921 and 123,923 ids, every one received
-  once (69,260 and 18,329 of them late, through `resume`). Whether a group is already subscribed
-  is asked under the layer's lock, behind any UNSUBSCRIBE of it queued there
-  (`realtime/adapter/pubsub_layer.py`, change 5): a user back while their last socket is leaving
-  stays subscribed.
-- **Redis restart, service:** every socket closed 1011 within 3.8 s; 9,851 of 10,000 clients were
-  back at the 120 s deadline (goal: all within 10 s; missed). Handshakes averaged 53.5 and
-  61.9/s per worker (at most 198 and 306 in one second), p50 2.9 s, p99 59.8 s; 37,731 openings
-  were refused 503 by the handshake queue and 3,393 timed out; the workers used 52 % and 57 % of
-  a core. A worker handshakes about 500 a second on its own (section 4); here the hub's heartbeat,
-  late while thousands of handshakes arrive, closes the local sockets again, and clients refused a
-  few times wait out the browser's full-jitter backoff (up to 30 s).
-- **Drain, service:** 4,789 of the drained worker's 5,000 clients were back on the other at the
-  deadline: 65.3 handshakes/s, p50 4.4 s, p99 70 s; 7,521 refused 503.
+- **Nothing lost or duplicated** in either storm: 123,922 and 70,373 ids, every one received
+  once (97,852 and 19,734 of them late, through `resume`).
+- **Redis restart, service:** every socket closed 1011 within 4.4 s; 9,869 of 10,000 clients were
+  back at the 120 s deadline (goal: all within 10 s; missed). Handshakes averaged 163 and 137/s
+  per worker (at most 509 and 654 in one second), p50 1.9 s, p99 65 s; 58,234 openings were
+  refused 503 by the handshake queue (`WS_HANDSHAKE_QUEUE_LIMIT`, 1,000) and 1,000 timed out;
+  the workers used 61 % and 55 % of a core. The storm is now shaped by refusals: each costs the
+  worker an HTTP parse, and each doubles the refused client's backoff window (the browser's full
+  jitter, up to 30 s). A second run the same afternoon had 7,692 back at the deadline, and single
+  service-only runs between 94 s and not reached: the spread between runs is wide.
+- **Drain, service:** all 5,000 of the drained worker's clients were back on the other after
+  67.6 s: 86.9 handshakes/s, p50 3.7 s, p99 31 s; 21,186 refused 503.
+- **What changed since the morning's run** (9,851 back after a Redis restart, 4,789 of 5,000 after
+  a drain): SUBSCRIBEs and UNSUBSCRIBEs go out batched through one queue (task dumps of the
+  workers showed the returning sockets' SUBSCRIBEs waiting behind the 5,000 one-at-a-time
+  UNSUBSCRIBEs of the sockets just closed); chat resumes are read in batches, once per room and
+  window; daphne's listen queue is 4,096 instead of Twisted's 50 (the kernel had counted 1.1
+  million listen overflows: connections whose SYN it dropped, retried by the client 1 to 31 s
+  later); the handshake bound went from 200 to 1,000. With 2,000 clients
+  (`BENCH_RECONNECT_USERS=2000 BENCH_RECONNECT_TARGETS=service-daphne python -m bench reconnect
+  --no-save`) every client was back 4.6 s after a drain (23.6 s before these changes) and 30.8 s
+  after Redis was up again (35.6 s before).
 - **Plain Channels:** a Redis restart closes none of its sockets (what was published while Redis
   was down is lost to them without a sign). On a drain, 5,000 clients arriving at once on the
-  other worker: 177 were back after 120 s; the rest were cut before the upgrade response (28,868
-  times) or refused with 403 after daphne's 5 s `websocket_connect_timeout` (1,660).
+  other worker: 230 were back after 120 s; the rest were cut before the upgrade response (36,070
+  times) or refused with 403 after daphne's 5 s `websocket_connect_timeout` (637).
 """,
 }
 
