@@ -200,6 +200,23 @@ class RelayPubSubChannelLayer(RedisPubSubChannelLayer):
             ready.append(self.deserialize(queue.get_nowait()))
         return ready
 
+    # What this process's layer holds, for tests and tools that look at Redis beside it.
+    def group_channel(self, group: str) -> str:
+        """The Redis channel `group`'s messages are published on."""
+        return self._get_layer()._get_group_channel_name(group)
+
+    def channel_pattern(self) -> str:
+        """A PUBSUB CHANNELS pattern matching every channel of this layer."""
+        return f"{self._get_layer().prefix}*"
+
+    def local_channels(self) -> set[str]:
+        """The channels this process receives on (each with its queue)."""
+        return set(self._get_layer().channels)
+
+    def receive_failures(self) -> int:
+        """Failed reads of the subscriber connections in the current outage (0 while Redis answers)."""
+        return sum(getattr(shard, "receive_failures", 0) for shard in self._get_layer()._shards)
+
     def _get_layer(self):
         # Upstream's _get_layer, building our loop layer instead of its own.
         if not internals.check("channels_redis"):

@@ -92,18 +92,16 @@ async def test_redis_down_logs_one_warning_per_outage_and_leaks_no_channel(caplo
     redis = PrivateRedis()
     await redis.start()
     layer = private_layer(redis)
-    pattern = f"{layer._get_layer().prefix}*"
+    pattern = layer.channel_pattern()
     async with running(redis):
         try:
             channel = await layer.new_channel()
-            loop_layer = layer._get_layer()
-            shard = loop_layer._shards[0]
 
             async def failing_a_while():
-                return shard.receive_failures >= 3
+                return layer.receive_failures() >= 3
 
             async def reading_again():
-                return shard.receive_failures == 0
+                return layer.receive_failures() == 0
 
             for outage in (1, 2):
                 # A socket open when Redis goes away, closed during the outage.
@@ -116,7 +114,7 @@ async def test_redis_down_logs_one_warning_per_outage_and_leaks_no_channel(caplo
                 for _ in range(3):  # a socket's handshake subscribes a channel: refused while Redis is down
                     with pytest.raises(RedisConnectionError):
                         await layer.new_channel()
-                assert set(loop_layer.channels) == {channel}
+                assert layer.local_channels() == {channel}
                 await redis.start()
                 await poll(reading_again, seconds=20, what="reading from Redis again")
                 # redis-py subscribed the channel again on the new connection, and only it.

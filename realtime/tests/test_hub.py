@@ -8,6 +8,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from notifications import services
+from realtime.adapter import group_redis_name
 from realtime.protocol import broadcast_group, user_group
 from testsupport.asgi import receive_type
 
@@ -32,12 +33,12 @@ async def group_size(group: str) -> int:
     if pubsub():
         client = redis_client()
         try:
-            [(_, count)] = await client.pubsub_numsub(layer._get_layer()._get_group_channel_name(group))
+            [(_, count)] = await client.pubsub_numsub(group_redis_name(layer, group))
             return count
         finally:
             await client.aclose()
     connection = layer.connection(layer.consistent_hash(group))
-    return await connection.zcard(layer._group_key(group))
+    return await connection.zcard(group_redis_name(layer, group))
 
 
 async def layer_connections(client) -> set[int]:
@@ -62,7 +63,7 @@ async def forget_groups(group: str) -> None:
             await client.aclose()
         return
     connection = layer.connection(layer.consistent_hash(group))
-    await connection.delete(layer._group_key(group))
+    await connection.delete(group_redis_name(layer, group))
 
 
 async def test_many_sockets_of_one_user_are_one_group_member(socket_for, alice):
