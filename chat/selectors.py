@@ -68,27 +68,30 @@ def joinable_rooms(wanted: list[tuple[str, AbstractBaseUser]]) -> list[tuple[Roo
     """
     slugs = {slug for slug, _ in wanted if isinstance(slug, str) and _SLUG.fullmatch(slug)}
     rooms = {room.slug: room for room in Room.objects.filter(slug__in=slugs)} if slugs else {}
-    private_ids = {room.pk for room in rooms.values() if room.private}
-    users = {user.pk for _, user in wanted if user.is_authenticated}
-    members = set()
-    if private_ids and users:
-        members = set(
-            Room.members.through.objects.filter(room_id__in=private_ids, user_id__in=users).values_list(
-                "room_id", "user_id"
-            )
-        )
+    members = _memberships({room.pk for room in rooms.values() if room.private}, [user for _, user in wanted])
     answers: list[tuple[Room | None, bool]] = []
     for slug, user in wanted:
         room = rooms.get(slug) if slug in slugs else None
         if room is None:
             answers.append((None, False))
             continue
-        allowed = (
-            user.is_authenticated and user.is_active and (not room.private or (room.pk, user.pk) in members)
-        )
         # Each socket holds a room object of its own, as it did when each read its own.
-        answers.append((copy.copy(room), allowed))
+        answers.append((copy.copy(room), _may_read(room.pk, room.private, user, members)))
     return answers
+
+
+def _memberships(private_ids: set[int], users: list[AbstractBaseUser]) -> set[tuple[int, int]]:
+    """(room id, user id) of each of `users` who is a member of one of the private rooms, in one query."""
+    user_ids = {user.pk for user in users if user.is_authenticated}
+    if not private_ids or not user_ids:
+        return set()
+    through = Room.members.through.objects.filter(room_id__in=private_ids, user_id__in=user_ids)
+    return set(through.values_list("room_id", "user_id"))
+
+
+def _may_read(room_id: int, private: bool, user: AbstractBaseUser, members: set[tuple[int, int]]) -> bool:
+    """`room_access`'s rule, with the memberships read for a batch (`_memberships`)."""
+    return user.is_authenticated and user.is_active and (not private or (room_id, user.pk) in members)
 
 
 def room_states(wanted: list[tuple[Room, int]]) -> list[RoomState]:
@@ -234,24 +237,15 @@ def readable_messages_many(
     same last id into the same window, so they share one read (realtime.db.batched);
     `tests/test_selectors.py` holds it to `readable_messages_after`.
     """
-    users = {user.pk for _, user, _ in wanted if user.is_authenticated and user.is_active}
     rooms = Room.objects.filter(pk__in={room.pk for room, _, _ in wanted})
     private = dict(rooms.values_list("pk", "private"))
-    members: set[tuple[int, int]] = set()
-    private_ids = [pk for pk, is_private in private.items() if is_private]
-    if private_ids and users:
-        members = set(
-            Room.members.through.objects.filter(room_id__in=private_ids, user_id__in=users).values_list(
-                "room_id", "user_id"
-            )
-        )
+    private_ids = {pk for pk, is_private in private.items() if is_private}
+    members = _memberships(private_ids, [user for _, user, _ in wanted])
     reads: dict[tuple[Any, ...], list[Message]] = {}
     answers: list[list[Message] | None] = []
     for room, user, window in wanted:
-        if room.pk not in private or user.pk not in users:
-            answers.append(None)  # the room is gone, or the user may not read any room
-        elif private[room.pk] and (room.pk, user.pk) not in members:
-            answers.append(None)
+        if room.pk not in private or not _may_read(room.pk, private[room.pk], user, members):
+            answers.append(None)  # the room is gone, or this user may not read it
         else:
             key = (room.pk, window["after"], window["limit"], window.get("skip"), window.get("up_to"))
             if key not in reads:
