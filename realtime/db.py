@@ -65,7 +65,7 @@ def batched(
 ) -> Callable[[K], Awaitable[V]]:
     """`many(keys)` as a coroutine function of one key, run in `lane` ("handshake" or "frames")
     for all the callers waiting together (realtime.batching)."""
-    return Batched((frames if lane == "frames" else handshake)(many))
+    return Batched({"handshake": handshake, "frames": frames}[lane](many))
 
 
 def close_connections(timeout: float = 10.0) -> None:
